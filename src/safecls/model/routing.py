@@ -1,0 +1,122 @@
+"""Attention routing: who may attend to whom, for each training stage and for inference spans.
+
+Every rule is written once, in `_allowed`, as elementwise torch ops on (query kind, key kind, query index,
+key index). The dense additive mask (eager/SDPA, any device) and the FlexAttention block mask (CUDA)
+are both built from it, so the two cannot drift apart.
+
+Sequence layout: `[PAD.. | CLS | tokens..]` for left padding, `[CLS | tokens.. | PAD..]` for right padding.
+The `[CLS]` sits before the tokens but, through its mask row, sees tokens after it.
+
+Position ids: every non-[CLS] token keeps the position it has in the base model without [CLS] (count
+of real tokens before it), so with [CLS] invisible (pretrain stage) the other logits are exactly the
+base model's. The [CLS] takes the position just after the last token of its horizon, as if it were
+appended there: a causal model reads a summary token best when it looks back.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Literal
+
+import torch
+
+from safecls._compat import min_value
+
+Stage = Literal["pretrain", "sft"]
+
+
+class Kind(IntEnum):
+    PAD = 0  # padding, and positions rolled back at inference: nobody attends them
+    CLS = 1  # the safety [CLS]
+    TEMPLATE = 2  # chat-template / instruction / BOS tokens: rule R4, never attended by [CLS]
+    QUERY = 3  # prompt content (user turns, earlier assistant turns); plain text in the pretrain stage
+    RESPONSE = 4  # the reply being trained on or generated
+    EVAL = 5  # a re-evaluation of [CLS] over prompt + response (inference, classify of pairs); nobody attends it
+
+
+def _allowed(qk: torch.Tensor, kk: torch.Tensor, qi: torch.Tensor, ki: torch.Tensor, sft: bool) -> torch.Tensor:
+    """The routing rules, elementwise over broadcastable tensors. True = may attend."""
+    q_cls, k_cls = qk == Kind.CLS, kk == Kind.CLS
+    k_pad, q_pad = kk == Kind.PAD, qk == Kind.PAD
+    same = qi == ki
+    content = (kk == Kind.QUERY) | (kk == Kind.RESPONSE)
+    # [CLS] row: pretrain sees every real token; sft sees the query only. Template tokens never (R4).
+    cls_row = ((kk == Kind.QUERY) if sft else content) | same
+    # An EVAL row is a [CLS] read over prompt and response; no other row ever sees it.
+    eval_row = content | same
+    # Other rows: the base model's causal attention; [CLS] is visible only to sft response tokens.
+    k_cls_ok = (qk == Kind.RESPONSE) if sft else torch.zeros_like(q_cls)
+    token_row = (ki <= qi) & ~k_pad & (kk != Kind.EVAL) & (~k_cls | k_cls_ok)
+    row = torch.where(q_cls, cls_row, torch.where(qk == Kind.EVAL, eval_row, token_row))
+    return torch.where(q_pad, same, row)  # a pad row attends itself only: no all-blocked rows
+
+
+def allowed(kinds: torch.Tensor, stage: Stage) -> torch.Tensor:
+    """(B, T) kinds -> (B, T, T) bool, True where query (dim 1) may attend key (dim 2)."""
+    idx = torch.arange(kinds.shape[1], device=kinds.device)
+    return _allowed(kinds[:, :, None], kinds[:, None, :], idx[:, None], idx[None, :], stage == "sft")
+
+
+def additive(allow: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool (B, Q, K) -> additive float (B, 1, Q, K): 0 = attend, finfo.min = blocked (never -inf)."""
+    out = torch.zeros(allow.shape, dtype=dtype, device=allow.device)
+    out.masked_fill_(~allow, min_value(dtype))
+    return out[:, None]
+
+
+def dense_mask(kinds: torch.Tensor, stage: Stage, dtype: torch.dtype) -> torch.Tensor:
+    return additive(allowed(kinds, stage), dtype)
+
+
+def position_ids(kinds: torch.Tensor, stage: Stage) -> torch.Tensor:
+    """(B, T) -> (B, T) long. Tokens: base-model positions. [CLS]: one past the end of its horizon."""
+    real = (kinds != Kind.PAD) & (kinds != Kind.CLS) & (kinds != Kind.EVAL)
+    pos = torch.cumsum(real.long(), dim=1) - 1
+    pos = pos.clamp(min=0)
+    horizon = real if stage == "pretrain" else (real & (kinds != Kind.RESPONSE))
+    cls_pos = horizon.long().sum(dim=1, keepdim=True).expand_as(pos)
+    eval_pos = real.long().sum(dim=1, keepdim=True).expand_as(pos)
+    pos = torch.where(kinds == Kind.CLS, cls_pos, pos)
+    return torch.where(kinds == Kind.EVAL, eval_pos, pos)
+
+
+def flex_block_mask(kinds: torch.Tensor, stage: Stage, block_size: int = 128):
+    """FlexAttention BlockMask for the same rules (CUDA; CPU works for building it)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    sft = stage == "sft"
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return _allowed(kinds[b, q_idx], kinds[b, kv_idx], q_idx, kv_idx, sft)
+
+    B, T = kinds.shape
+    return create_block_mask(mask_mod, B, None, T, T, device=kinds.device, BLOCK_SIZE=block_size)
+
+
+def flex_dense_equivalent(kinds: torch.Tensor, stage: Stage) -> torch.Tensor:
+    """The bool (B, T, T) mask that FlexAttention's mask_mod produces, for checking against `allowed`."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    sft = stage == "sft"
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return _allowed(kinds[b, q_idx], kinds[b, kv_idx], q_idx, kv_idx, sft)
+
+    B, T = kinds.shape
+    return create_mask(mask_mod, B, 1, T, T, device=kinds.device)[:, 0]
+
+
+# ---- inference: the [CLS] re-evaluation row -------------------------------------------------------------------
+
+
+def cls_span(kinds: torch.Tensor, gen_index: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Which cached positions a re-evaluated [CLS] sees: the prompt's content plus generated steps in [lo, hi).
+
+    Args:
+        kinds: (B, Tc) kinds of the cached positions (rolled-back positions are PAD).
+        gen_index: (B, Tc) generation step of each cached response token (-1 elsewhere).
+        lo, hi: (B,) half-open range of generation steps (strategic attention rules R1-R3).
+    Returns (B, Tc) bool. Template tokens and padding are never seen (R4).
+    """
+    resp = (kinds == Kind.RESPONSE) & (gen_index >= lo[:, None]) & (gen_index < hi[:, None])
+    return (kinds == Kind.QUERY) | resp

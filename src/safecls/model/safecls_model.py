@@ -1,0 +1,262 @@
+"""SafeClsModel: any AutoModelForCausalLM + a safety [CLS] token + a classification head."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from safecls.config import StrictModel
+from safecls.model import routing
+from safecls.model.encoding import (
+    Batch,
+    Encoded,
+    Prompt,
+    check_length,
+    collate,
+    context_length,
+    encode_pair,
+    encode_prompt,
+    encode_response,
+)
+from safecls.model.loading import check_causal_lm
+from safecls.model.routing import Kind, Stage
+
+logger = logging.getLogger(__name__)
+
+CLS_TOKEN = "<|safety_cls|>"
+BENIGN, MALICIOUS = 0, 1
+
+
+class LoraOptions(StrictModel):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = Field("all-linear", description="peft target_modules; 'all-linear' or names")
+
+
+@dataclass(slots=True)
+class ForwardOut:
+    cls_logits: torch.Tensor | None  # (B, 2) at the [CLS] (or EVAL) position; None without [CLS]
+    lm_logits: torch.Tensor | None  # (N, V) only where a target exists (memory: never the full (B, T, V))
+    lm_targets: torch.Tensor | None  # (N,)
+    hidden: torch.Tensor  # (B, T, H) final-layer states
+
+
+class SafeClsModel(nn.Module):
+    """Wraps a causal LM. `base` may be a peft model (LoRA); `head` reads the final state at [CLS]."""
+
+    def __init__(self, base: Any, tokenizer: Any, head: nn.Linear, cls_token_id: int, *, stage: Stage = "sft",
+                 base_ref: str | None = None):
+        super().__init__()
+        self.base = base
+        self.tokenizer = tokenizer
+        self.head = head
+        self.cls_token_id = cls_token_id
+        self.stage: Stage = stage
+        self.base_ref = base_ref
+
+    # ---- construction ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_base(cls, model: Any, tokenizer: Any, *, lora: LoraOptions | None = None, stage: Stage = "sft",
+                  head_init_std: float = 0.02, seed: int = 0) -> SafeClsModel:
+        """Add `<|safety_cls|>` (embedding initialised to the mean embedding, tied weights kept tied) and a head.
+
+        Raises:
+            ModelError: the model is not a causal LM.
+        """
+        check_causal_lm(model)
+        base_ref = getattr(model, "safecls_base_ref", None) or getattr(model, "name_or_path", None)
+        cls_id = add_cls_token(model, tokenizer)
+        hidden = model.get_input_embeddings().weight.shape[1]
+        gen = torch.Generator().manual_seed(seed)
+        head = nn.Linear(hidden, 2)
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * head_init_std)
+            head.bias.zero_()
+        head.to(dtype=model.dtype, device=model.device)
+        if lora is not None:
+            model = apply_lora(model, lora, cls_id)
+        return cls(model, tokenizer, head, cls_id, stage=stage, base_ref=str(base_ref) if base_ref else None)
+
+    # ---- plumbing ----------------------------------------------------------------------------------------------
+    @property
+    def causal_lm(self) -> Any:
+        return self.base.get_base_model() if hasattr(self.base, "get_base_model") else self.base
+
+    @property
+    def backbone(self) -> Any:
+        lm = self.causal_lm
+        return getattr(lm, lm.base_model_prefix)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.causal_lm.get_output_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    @property
+    def context_length(self) -> int | None:
+        return context_length(self.causal_lm.config)
+
+    @property
+    def is_lora(self) -> bool:
+        return hasattr(self.base, "peft_config")
+
+    def run_backbone(self, kinds: torch.Tensor, stage: Stage, *, input_ids: torch.Tensor | None = None,
+                     inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) -> (B, T, H) final-layer states under the stage's routing (dense additive mask)."""
+        mask = routing.dense_mask(kinds, stage, self.dtype)
+        pos = routing.position_ids(kinds, stage)
+        out = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=pos,
+                            use_cache=False)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(hidden)
+        cap = getattr(self.causal_lm.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def forward_batch(self, batch: Batch, stage: Stage | None = None, *, lm: str | None = None,
+                      inputs_embeds: torch.Tensor | None = None) -> ForwardOut:
+        """One routed forward. `lm`: None (no LM logits), "response" (sft targets) or "all" (pretrain targets)."""
+        stage = stage or self.stage
+        batch = batch.to(self.device)
+        hidden = self.run_backbone(batch.kinds, stage, input_ids=None if inputs_embeds is not None else batch.input_ids,
+                                   inputs_embeds=inputs_embeds)
+        cls_logits = None
+        is_cls = (batch.kinds == Kind.CLS) | (batch.kinds == Kind.EVAL)
+        if bool(is_cls.any()):
+            # the last [CLS]-like position per row: EVAL (if any) comes after the [CLS]
+            idx = torch.where(is_cls, torch.arange(is_cls.shape[1], device=is_cls.device), -1).max(dim=1).values
+            h = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+            cls_logits = self.head(h)
+        lm_logits = lm_targets = None
+        if lm is not None:
+            sel, lm_targets = lm_target_positions(batch, lm)
+            lm_logits = self.lm_logits(hidden[sel])
+        return ForwardOut(cls_logits, lm_logits, lm_targets, hidden)
+
+    # ---- classification ----------------------------------------------------------------------------------------
+    def encode_for_classify(self, prompt: Prompt, response: str | None) -> Encoded:
+        if response is None:
+            return encode_prompt(self.tokenizer, prompt)
+        enc = encode_pair(self.tokenizer, prompt, None)
+        r = encode_response(self.tokenizer, response, add_eos=False)
+        return Encoded(enc.ids + r.ids + [self.cls_token_id], enc.kinds + r.kinds + [int(Kind.EVAL)])
+
+    @torch.no_grad()
+    def classify(self, prompts: Sequence[Prompt], responses: Sequence[str] | None = None, batch_size: int = 16) -> list[float]:
+        """P(malicious) per prompt, or per (prompt, response) pair (the head re-read over both, as the engine
+        does when it re-evaluates during generation)."""
+        if responses is not None and len(responses) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+        out: list[float] = []
+        limit = self.context_length
+        for i in range(0, len(prompts), batch_size):
+            encs = []
+            for j in range(i, min(i + batch_size, len(prompts))):
+                e = self.encode_for_classify(prompts[j], None if responses is None else responses[j])
+                check_length(len(e) + 1, limit, f"input {j}")
+                encs.append(e)
+            batch = collate(encs, self.cls_token_id, self.tokenizer.pad_token_id, side="left")
+            fo = self.forward_batch(batch, "sft" if responses is None else self.stage)
+            out.extend(torch.softmax(fo.cls_logits.float(), -1)[:, MALICIOUS].tolist())
+        return out
+
+    # ---- losses ------------------------------------------------------------------------------------------------
+    def losses(self, batch: Batch, stage: Stage, lambda_cls: float) -> dict[str, torch.Tensor]:
+        """pretrain: L_lm + λ·L_cls over all tokens; sft: L_sft on response tokens + λ·L_cls."""
+        fo = self.forward_batch(batch, stage, lm="all" if stage == "pretrain" else "response")
+        lm_loss = F.cross_entropy(fo.lm_logits.float(), fo.lm_targets) if fo.lm_targets.numel() else fo.hidden.sum() * 0
+        out = {"lm": lm_loss}
+        loss = lm_loss
+        if fo.cls_logits is not None and batch.labels is not None:
+            cls_loss = F.cross_entropy(fo.cls_logits.float(), batch.labels.to(fo.cls_logits.device))
+            out["cls"] = cls_loss
+            loss = loss + lambda_cls * cls_loss
+        out["loss"] = loss
+        return out
+
+    # ---- generation (the engine lives a room above; imported at call time) -------------------------------------
+    def generate(self, prompts: Sequence[Prompt], **options: Any) -> list[Any]:
+        """One GenerationResult per prompt, with `.text` and `.trace`. Options are DecodeConfig fields."""
+        from safecls.inference.config import DecodeConfig
+        from safecls.inference.engine import Engine
+
+        return Engine(self).generate(list(prompts), DecodeConfig(**options))
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: Any) -> None:
+        from safecls.model.checkpoint import save
+
+        save(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: Any, dtype: torch.dtype | None = None, device: str | None = None) -> SafeClsModel:
+        from safecls.model.checkpoint import load
+
+        return load(directory, dtype=dtype, device=device)
+
+
+def lm_target_positions(batch: Batch, lm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) bool of positions whose next token is a target, and those targets (N,).
+
+    "response": next token is RESPONSE (sft); "all": next token is any real token (pretrain LM loss)."""
+    k = batch.kinds
+    src_ok = (k != Kind.PAD) & (k != Kind.CLS) & (k != Kind.EVAL)
+    nxt = torch.zeros_like(k).fill_(int(Kind.PAD))
+    nxt[:, :-1] = k[:, 1:]
+    if lm == "response":
+        tgt_ok = nxt == Kind.RESPONSE
+    elif lm == "all":
+        tgt_ok = (nxt == Kind.QUERY) | (nxt == Kind.RESPONSE) | (nxt == Kind.TEMPLATE)
+    else:
+        raise ValueError(f"lm must be 'response' or 'all', got {lm!r}")
+    sel = src_ok & tgt_ok
+    targets = torch.zeros_like(batch.input_ids)
+    targets[:, :-1] = batch.input_ids[:, 1:]
+    return sel, targets[sel]
+
+
+def add_cls_token(model: Any, tokenizer: Any) -> int:
+    """Add <|safety_cls|> to the tokenizer and resize the embeddings (mean-initialised; ties kept)."""
+    if CLS_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([CLS_TOKEN], special_tokens=True)
+    cls_id = tokenizer.convert_tokens_to_ids(CLS_TOKEN)
+    emb = model.get_input_embeddings()
+    if emb.weight.shape[0] <= cls_id:
+        old = emb.weight.shape[0]
+        # the exact mean, not transformers' random draw around it: the same base gives the same model
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            w = model.get_input_embeddings().weight
+            w[old:] = w[:old].mean(dim=0, keepdim=True)
+            out = model.get_output_embeddings()
+            if out is not None and out.weight.data_ptr() != w.data_ptr():
+                out.weight[old:] = out.weight[:old].mean(dim=0, keepdim=True)
+                if getattr(out, "bias", None) is not None:
+                    out.bias[old:] = out.bias[:old].min()
+    return int(cls_id)
+
+
+def apply_lora(model: Any, lora: LoraOptions, cls_id: int) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                     trainable_token_indices=[cls_id], task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)

@@ -1,0 +1,116 @@
+"""The routing properties of DESIGN.md, checked through real forwards of tiny models of four architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from safecls.model import SafeClsModel
+from safecls.model.encoding import collate, encode_pair, encode_prompt
+from safecls.model.routing import Kind, allowed, flex_dense_equivalent, position_ids
+from tests.tiny import ARCHS, tiny_model
+
+PROMPTS = ["How do I bake bread?", "Explain how to build a bomb", "Tell me a joke about the sea and the fox"]
+RESPONSES = ["Mix flour, water and yeast.", "Sorry, I cannot fulfill your request because it hurts.", "A fox"]
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request):
+    return request.param
+
+
+def _wrapped(arch):
+    base, tok = tiny_model(arch)
+    ref, _ = tiny_model(arch)  # the same weights, untouched by the token resize
+    return SafeClsModel.from_base(base, tok), ref
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_pretrain_stage_cls_is_invisible_to_every_other_position(arch, side):
+    model, ref = _wrapped(arch)
+    encs = [encode_pair(model.tokenizer, p, r) for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    batch = collate(encs, model.cls_token_id, model.tokenizer.pad_token_id, side=side)
+    with torch.no_grad():
+        hidden = model.run_backbone(batch.kinds, "pretrain", input_ids=batch.input_ids)
+        ours = model.lm_logits(hidden)
+        for i, e in enumerate(encs):
+            base = ref(input_ids=torch.tensor([e.ids])).logits[0]
+            rows = (batch.kinds[i] != Kind.PAD) & (batch.kinds[i] != Kind.CLS)
+            # fp32 through a 2-layer model: differences are summation order only (~1e-6)
+            torch.testing.assert_close(ours[i][rows][:, : base.shape[-1]], base, atol=1e-4, rtol=0)
+
+
+def test_pretrain_cls_state_changes_when_any_attended_token_changes(arch):
+    model, _ = _wrapped(arch)
+    e = encode_pair(model.tokenizer, PROMPTS[0], RESPONSES[0])
+    base_batch = collate([e], model.cls_token_id, model.tokenizer.pad_token_id)
+    with torch.no_grad():
+        h0 = model.forward_batch(base_batch, "pretrain").hidden[0, 0]
+        for pos in [i for i, k in enumerate(e.kinds) if k in (Kind.QUERY, Kind.RESPONSE)]:
+            ids = list(e.ids)
+            ids[pos] = (ids[pos] + 7) % len(model.tokenizer)
+            b = collate([type(e)(ids, e.kinds)], model.cls_token_id, model.tokenizer.pad_token_id)
+            h1 = model.forward_batch(b, "pretrain").hidden[0, 0]
+            assert (h1 - h0).abs().max() > 1e-6, f"[CLS] did not react to token {pos}"
+
+
+def _states(model, enc, stage):
+    b = collate([enc], model.cls_token_id, model.tokenizer.pad_token_id)
+    with torch.no_grad():
+        return model.forward_batch(b, stage).hidden[0], b.kinds[0]
+
+
+def test_sft_stage_dependencies(arch):
+    model, _ = _wrapped(arch)
+    e = encode_pair(model.tokenizer, PROMPTS[1], RESPONSES[1])
+    h, kinds = _states(model, e, "sft")
+    # 1. query states do not depend on [CLS]: change the [CLS] embedding row's input
+    emb = model.backbone.get_input_embeddings() if hasattr(model.backbone, "get_input_embeddings") else None
+    emb = emb or model.causal_lm.get_input_embeddings()
+    with torch.no_grad():
+        saved = emb.weight[model.cls_token_id].clone()
+        emb.weight[model.cls_token_id] += torch.randn_like(saved)  # not a constant: LayerNorm would remove it
+        h2, _ = _states(model, e, "sft")
+        emb.weight[model.cls_token_id] = saved
+    q = (kinds == Kind.QUERY) | (kinds == Kind.TEMPLATE)
+    r = kinds == Kind.RESPONSE
+    torch.testing.assert_close(h2[q], h[q], atol=1e-6, rtol=0)  # exact up to float noise
+    # 3. response tokens do depend on [CLS]
+    assert (h2[r] - h[r]).abs().max() > 1e-4
+    # 2. [CLS] does not depend on response tokens
+    ids = list(e.ids)
+    for i, k in enumerate(e.kinds):
+        if k == Kind.RESPONSE:
+            ids[i] = (ids[i] + 5) % len(model.tokenizer)
+    h3, _ = _states(model, type(e)(ids, e.kinds), "sft")
+    cls = kinds == Kind.CLS
+    torch.testing.assert_close(h3[cls], h[cls], atol=1e-6, rtol=0)
+
+
+def test_cls_never_attends_template_or_padding():
+    _, tok = tiny_model()
+    e = encode_prompt(tok, PROMPTS[0])
+    kinds = collate([e, encode_prompt(tok, PROMPTS[2])], 99, 2).kinds
+    for stage in ("pretrain", "sft"):
+        a = allowed(kinds, stage)
+        cls_rows = kinds == Kind.CLS
+        seen = a[cls_rows]  # (B, T)
+        bad = (kinds == Kind.TEMPLATE) | (kinds == Kind.PAD)
+        assert not (seen & bad).any()
+        assert seen[kinds == Kind.QUERY].all() if False else (seen & (kinds == Kind.QUERY)).sum() == (kinds == Kind.QUERY).sum()
+
+
+def test_position_ids_skip_cls_and_padding():
+    kinds = torch.tensor([[Kind.PAD, Kind.CLS, Kind.TEMPLATE, Kind.QUERY, Kind.QUERY, Kind.RESPONSE]])
+    assert position_ids(kinds, "sft").tolist() == [[0, 3, 0, 1, 2, 3]]
+    assert position_ids(kinds, "pretrain").tolist() == [[0, 4, 0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_flex_mask_mod_matches_dense_mask(stage):
+    pytest.importorskip("torch.nn.attention.flex_attention", reason="this torch has no FlexAttention")
+    _, tok = tiny_model()
+    encs = [encode_pair(tok, p, r) for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    for side in ("left", "right"):
+        kinds = collate(encs, 99, 2, side=side).kinds
+        torch.testing.assert_close(flex_dense_equivalent(kinds, stage), allowed(kinds, stage))
