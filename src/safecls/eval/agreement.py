@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -62,3 +63,18 @@ def agreement_matrix(labels: Mapping[str, Sequence[Hashable]]) -> AgreementMatri
         kappa.append(k_row)
         agree.append(a_row)
     return AgreementMatrix(judges=judges, n=n, kappa=kappa, agreement=agree)
+
+
+def judge_agreement(records: Iterable[Any], judges: Sequence[str] | None = None) -> AgreementMatrix:
+    """`agreement_matrix` over judged records (see safecls.eval.metrics): the verdicts of `judges` (default: every
+    judge that read all records) on the records that every one of them judged."""
+    from safecls.eval.metrics import as_records  # metrics imports nothing from here; keeps this module standalone
+
+    recs = as_records(records)
+    if judges is None:
+        common = set.intersection(*(set(r.verdicts) for r in recs)) if recs else set()
+        judges = sorted(common)
+    both = [r for r in recs if all(j in r.verdicts for j in judges)]
+    if not both or not judges:
+        raise ValueError(f"no record was judged by all of {list(judges)}; nothing to compare")
+    return agreement_matrix({j: [r.verdicts[j] for r in both] for j in judges})

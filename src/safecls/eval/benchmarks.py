@@ -12,6 +12,7 @@ downloaded. Ids are stable across runs and subsets ("advbench/0017" is the 18th 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import re
@@ -89,7 +90,7 @@ class Benchmark(ABC):
         return self.parse(fetch_cached(f.url, cache / self.name / f.filename, f.sha256))
 
     def _names(self) -> str:
-        return ", ".join(f.filename for f in self.files)
+        return " or ".join(f.filename for f in self.files)
 
     def _fix(self) -> str:
         urls = " or ".join(f.url for f in self.files[:1])
@@ -113,7 +114,13 @@ def load_benchmark(
 ) -> list[BenchmarkItem]:
     """Load benchmark `name` (see BENCHMARKS.names()), keep `categories` if given, then a seeded random subset of
     `limit` items in file order. `options` go to the loader's constructor (e.g. `fix_targets=False` for AdvBench)."""
-    items = BENCHMARKS.get(name)(**options).load(path, cache_dir=cache_dir)
+    cls = BENCHMARKS.get(name)
+    params = inspect.signature(cls).parameters.values()
+    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"benchmark {name!r}: unknown option(s) {unknown}; valid: {', '.join(valid) or 'none'}")
+    items = cls(**options).load(path, cache_dir=cache_dir)
     if categories is not None:
         items = select_categories(items, categories)
     return subset(items, limit=limit, seed=seed)
@@ -232,6 +239,9 @@ class HexPhi(Benchmark):
     files = tuple(RemoteFile(f"https://huggingface.co/datasets/LLM-Tuning-Safety/HEx-PHI/resolve/main/category_{i}.csv",
                              f"category_{i}.csv", None) for i in HEX_PHI_CATEGORIES)
 
+    def _names(self) -> str:
+        return "a folder of category_<N>.csv files"
+
     def locate(self, path: Path) -> Path:
         if path.is_file():
             return path
@@ -320,7 +330,7 @@ class XSTest(Benchmark):
     files = (RemoteFile("https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/"
                         "d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d/xstest_prompts.csv", "xstest_prompts.csv",
                         "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a"),
-             RemoteFile("", "xstest_v2_prompts.csv", None))  # the pre-2025 name, found locally only
+             RemoteFile("", "xstest_v2_prompts.csv", None))  # the pre-2025 name: only looked for locally
 
     def parse(self, path: Path) -> list[BenchmarkItem]:
         items = []

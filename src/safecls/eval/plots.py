@@ -83,9 +83,13 @@ def probing_curves(curves: Sequence[ProbingCurve], metric: str) -> bytes:
     """One line per (model, setting): the per-position value of `metric` ("entropy" or "sharpness")."""
     fig = _figure()
     ax = fig.add_subplot()
+    styles = ["-", "--", ":", "-."]
+    settings = list(dict.fromkeys(c.setting for c in curves))
+    models = list(dict.fromkeys(c.model for c in curves))
     for c in curves:
-        if c.metric == metric:
-            ax.plot(range(len(c.values)), c.values, marker=".", label=f"{c.model} / {c.setting}")
+        if c.metric == metric:  # colour = model, line style = setting
+            ax.plot(range(len(c.values)), c.values, marker=".", color=f"C{models.index(c.model) % 10}",
+                    linestyle=styles[settings.index(c.setting) % len(styles)], label=f"{c.model} / {c.setting}")
     ax.set_xlabel("response position (token)")
     ax.set_ylabel(metric)
     ax.set_title(f"Top-K next-token {metric} by position")
@@ -102,6 +106,6 @@ def cost_bars(rows: Sequence[CostRow]) -> bytes:
     ax = fig.add_subplot()
     _grouped_bars(ax, schedules, models, lambda s, m: cells.get((s, m)))
     units = sorted({r.unit for r in rows})
-    ax.set_ylabel(f"cost ({', '.join(units)})")
+    ax.set_ylabel(f"extra cost ({', '.join(units)})")
     ax.set_title("Cost per re-classification schedule")
     return _png(fig)

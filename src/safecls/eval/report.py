@@ -83,9 +83,9 @@ class ProbingCurve(BaseModel):
 class CostRow(BaseModel):
     model: str = ""
     schedule: str
-    cost: float
+    cost: float = Field(description="extra cost of the re-classification, e.g. 0.18 = +18% of plain decoding")
     unit: str = "x plain decode"
-    asr: float | None = None
+    asr: float | None = Field(None, description="ASR under this schedule, shown beside the cost")
 
 
 class ReportMetrics(BaseModel):

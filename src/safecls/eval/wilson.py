@@ -20,8 +20,10 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # Clamp: at k == 0 or k == n the bound is exactly 0 or 1 in exact arithmetic, not -1e-17.
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At k == 0 or k == n the bound is exactly 0 or 1 in exact arithmetic; floats give +-1e-17.
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
 
 
 class Rate(BaseModel):

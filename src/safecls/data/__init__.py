@@ -1,0 +1,17 @@
+"""The data room: SFT readers and mixture, reasoned refusals, pretrain-stage labelers, the starter set.
+
+Nothing here imports torch or transformers at import time; the guard labeler loads them when used.
+"""
+
+from safecls.data.corpus import PretrainCorpusConfig, build_pretrain_corpus
+from safecls.data.labelers import LABELERS, Labeler, label_texts, make_labeler
+from safecls.data.mixture import SFTMixture, SFTMixtureConfig, build_sft_mixture
+from safecls.data.records import SFTExample, read_sft_jsonl, write_sft_jsonl
+from safecls.data.refusals import REFUSAL_PREFIX, is_refusal, reasoned_refusal
+from safecls.data.starter import StarterSet, load_starter
+
+__all__ = [
+    "LABELERS", "Labeler", "PretrainCorpusConfig", "REFUSAL_PREFIX", "SFTExample", "SFTMixture", "SFTMixtureConfig",
+    "StarterSet", "build_pretrain_corpus", "build_sft_mixture", "is_refusal", "label_texts", "load_starter",
+    "make_labeler", "read_sft_jsonl", "reasoned_refusal", "write_sft_jsonl",
+]

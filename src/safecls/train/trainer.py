@@ -1,0 +1,294 @@
+"""`train(cfg) -> TrainResult`: one loop for both stages, full or LoRA, single process or `accelerate launch`.
+
+Order of work: validate the config and read every record (errors name file and line), check the resume point,
+then load the model. Each optimizer step consumes `batch_size x grad_accum x processes` examples from a seeded
+order; micro-batch a of process r is chunk `a * processes + r`, so 2 processes x grad_accum 1 see exactly the
+chunks that 1 process x grad_accum 2 sees. Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+from tqdm.auto import tqdm
+
+from safecls.config import dump_config
+from safecls.errors import ConfigError
+from safecls.io import ResultLog, atomic_write
+from safecls.model.encoding import Batch
+from safecls.model.routing import Kind
+from safecls.train.config import TrainConfig
+from safecls.train.dataset import ExampleOrder, Item, fingerprint, make_batch, read_records, tokenize
+from safecls.train.state import find_resume_point, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+
+class StepMetrics(BaseModel):
+    """One metrics.jsonl line: means over the optimizer steps since the previous line, all processes."""
+
+    step: int
+    epoch: int
+    loss: float
+    lm: float
+    cls: float | None
+    head_acc: float | None
+    lr: float
+    head_lr: float
+    grad_norm: float | None
+    tokens_per_s: float
+    tokens: int
+    elapsed_s: float
+
+    @property
+    def key(self) -> str:
+        return str(self.step)
+
+
+@dataclass(slots=True)
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    steps: int
+    resumed_from: int | None
+    losses: list[float] = field(default_factory=list)  # global mean loss per optimizer step run in this call
+    metrics: list[StepMetrics] = field(default_factory=list)  # the metrics.jsonl lines written in this call
+    eval: dict[str, float] | None = None  # loss, lm, cls, head_acc on eval_file at the end
+    tokens: int = 0
+    wall_s: float = 0.0
+
+
+class _Objective(nn.Module):
+    """What DDP/FSDP wrap: its forward is `SafeClsModel.losses`, plus the head's logits for accuracy."""
+
+    def __init__(self, model: nn.Module, stage: str, lambda_cls: float):
+        super().__init__()
+        self.model, self.stage, self.lambda_cls = model, stage, lambda_cls
+
+    def forward(self, input_ids: torch.Tensor, kinds: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        tapped: list[torch.Tensor] = []
+        hook = self.model.head.register_forward_hook(lambda _m, _i, out: tapped.append(out.detach()))
+        try:
+            out = self.model.losses(Batch(input_ids, kinds, labels), self.stage, self.lambda_cls)
+        finally:
+            hook.remove()
+        out["cls_logits"] = tapped[-1] if tapped else None
+        return out
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the peak learning rates after `step` optimizer steps: linear warmup, then the schedule."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if cfg.schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _mixed_precision(cfg: TrainConfig) -> str:
+    cuda = torch.cuda.is_available()
+    if cfg.attention == "flex":
+        if not cuda:
+            raise ConfigError("attention: flex needs a CUDA device (FlexAttention block masks); this machine has none. "
+                              "Fix: set attention: dense (the same routing as additive masks)")
+        raise ConfigError("attention: flex is not available yet: SafeClsModel.run_backbone builds dense masks only. "
+                          "Fix: set attention: dense")
+    if cfg.dtype == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if cfg.dtype == "bf16" and not cuda:
+        logger.warning("dtype: bf16 on CPU is usually slower than fp32 on few cores")
+    return "bf16" if cfg.dtype == "bf16" else "no"
+
+
+def _build_model(cfg: TrainConfig):
+    from safecls.model import SafeClsModel, load_base
+
+    model = SafeClsModel.from_base(*load_base(cfg.model), lora=cfg.lora, stage=cfg.stage, seed=cfg.seed)
+    if not cfg.with_cls:
+        # plain SFT: no [CLS] ever appears, so the head and the [CLS] row get no gradient; freeze them
+        model.head.requires_grad_(False)
+        for n, p in model.named_parameters():
+            if "trainable_tokens" in n:
+                p.requires_grad_(False)
+    model.train()
+    return model
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((n.startswith("head."), p.ndim >= 2), []).append(p)
+    params = [{"params": ps, "lr": cfg.head_lr if head else cfg.lr, "weight_decay": cfg.weight_decay if matrix else 0.0,
+               "is_head": head}
+              for (head, matrix), ps in sorted(groups.items())]
+    return torch.optim.AdamW(params, lr=cfg.lr)
+
+
+def _evaluate(model: Any, items: list[Item], cfg: TrainConfig) -> dict[str, float]:
+    """Mean LM loss, head loss and head accuracy over `items` (eval mode, no dropout)."""
+    objective = _Objective(model, cfg.stage, cfg.lambda_cls)
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(5, dtype=torch.float64)  # n, lm*n, cls*n, correct, loss*n
+    with torch.no_grad():
+        for i in range(0, len(items), cfg.batch_size):
+            chunk = items[i:i + cfg.batch_size]
+            b = make_batch(chunk, model.cls_token_id, model.tokenizer.pad_token_id, cfg.with_cls).to(model.device)
+            out = objective(b.input_ids, b.kinds, b.labels)
+            n = len(chunk)
+            totals[0] += n
+            totals[1] += out["lm"].item() * n
+            totals[4] += out["loss"].item() * n
+            if "cls" in out:
+                totals[2] += out["cls"].item() * n
+                totals[3] += (out["cls_logits"].argmax(-1) == b.labels).sum().item()
+    model.train(was_training)
+    n = totals[0].item()
+    res = {"loss": totals[4].item() / n, "lm": totals[1].item() / n, "n": n}
+    if cfg.with_cls:
+        res.update(cls=totals[2].item() / n, head_acc=totals[3].item() / n)
+    return res
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run the configured stage; returns losses, metrics and the final model folder (`output_dir/final`).
+
+    Raises:
+        DataError: a bad record in train_file/eval_file (file and line named), before any model loads.
+        ConfigError: flex attention without CUDA, or a resume that does not match its checkpoint.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    t_start = time.perf_counter()
+    records = read_records(cfg.train_file, cfg.stage)
+    eval_records = read_records(cfg.eval_file, cfg.stage) if cfg.eval_file else None
+    sha = fingerprint(cfg.train_file)
+    point = find_resume_point(cfg, sha)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg))
+    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    out_dir = Path(cfg.output_dir)
+
+    set_seed(cfg.seed)
+    model = _build_model(cfg)
+    items = tokenize(records, model.tokenizer, cfg.max_length)
+    eval_items = tokenize(eval_records, model.tokenizer, cfg.max_length) if eval_records else None
+    optimizer = _optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    order = ExampleOrder(len(items), cfg.seed)
+    start = 0
+    if point is not None:
+        state = load_checkpoint(point, model)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        order = ExampleOrder.from_state(state["order"])
+        set_rng_state(state["rng"])
+        start = point.step
+        logger.info("resumed from %s (step %d)", point.directory, start)
+
+    objective = _Objective(model, cfg.stage, cfg.lambda_cls)
+    # the scheduler stays unprepared: accelerate would step it once per process
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    log = ResultLog(out_dir / "metrics.jsonl", StepMetrics)
+    if main:
+        atomic_write(out_dir / "config.yaml", dump_config(cfg))
+        kept = [r for r in log.records() if r.step <= start]  # a killed run may have logged past its checkpoint
+        atomic_write(log.path, "".join(r.model_dump_json() + "\n" for r in kept))
+
+    result = TrainResult(out_dir, out_dir / "final", start, point.step if point else None)
+    pad_id, cls_id, bs = model.tokenizer.pad_token_id, model.cls_token_id, cfg.batch_size
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    window = torch.zeros(6, dtype=torch.float64)  # steps, loss, lm, cls, correct, examples (summed over processes)
+    win_tokens, win_time, grad_norm = 0, 0.0, None
+    bar = tqdm(total=cfg.max_steps, initial=start, desc=f"train ({cfg.stage})", unit="step",
+               disable=None if main else True)
+    for step in range(start + 1, cfg.max_steps + 1):
+        t0 = time.perf_counter()
+        idx = order.take(bs * cfg.grad_accum * world)
+        sums = torch.zeros(6, dtype=torch.float64)  # loss, lm, cls, correct, examples, tokens
+        for a in range(cfg.grad_accum):
+            chunk = idx[(a * world + rank) * bs:(a * world + rank + 1) * bs]
+            b = make_batch([items[i] for i in chunk], cls_id, pad_id, cfg.with_cls).to(accelerator.device)
+            with accelerator.accumulate(objective):
+                out = objective(b.input_ids, b.kinds, b.labels)
+                accelerator.backward(out["loss"])
+                if accelerator.sync_gradients and cfg.max_grad_norm is not None:
+                    grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm))
+                optimizer.step()
+                optimizer.zero_grad()
+            sums[0] += out["loss"].item() / cfg.grad_accum
+            sums[1] += out["lm"].item() / cfg.grad_accum
+            if "cls" in out:
+                sums[2] += out["cls"].item() / cfg.grad_accum
+                sums[3] += (out["cls_logits"].argmax(-1) == b.labels).sum().item()
+            sums[4] += len(chunk)
+            sums[5] += int((b.kinds != Kind.PAD).sum())
+        scheduler.step()
+        sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
+        loss = sums[0].item() / world
+        result.losses.append(loss)
+        window += torch.tensor([1.0, sums[0] / world, sums[1] / world, sums[2] / world, sums[3], sums[4]],
+                               dtype=torch.float64)
+        win_tokens += int(sums[5])
+        win_time += time.perf_counter() - t0
+        result.tokens += int(sums[5])
+        result.steps = step
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            n = window[0].item()
+            rec = StepMetrics(step=step, epoch=order.epoch, loss=window[1].item() / n, lm=window[2].item() / n,
+                              cls=window[3].item() / n if cfg.with_cls else None,
+                              head_acc=window[4].item() / window[5].item() if cfg.with_cls else None,
+                              lr=_group_lr(optimizer, head=False), head_lr=_group_lr(optimizer, head=True),
+                              grad_norm=grad_norm, tokens_per_s=win_tokens / max(win_time, 1e-9), tokens=result.tokens,
+                              elapsed_s=time.perf_counter() - t_start)
+            result.metrics.append(rec)
+            if main:
+                log.append(rec)
+            logger.info("step %d: loss %.4f lm %.4f cls %s acc %s", step, rec.loss, rec.lm, rec.cls, rec.head_acc)
+            window.zero_()
+            win_tokens, win_time = 0, 0.0
+        if cfg.eval_every and eval_items and step % cfg.eval_every == 0 and step < cfg.max_steps and main:
+            logger.info("step %d eval: %s", step, _evaluate(model, eval_items, cfg))
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            _checkpoint(accelerator, out_dir, step, model, optimizer, scheduler, order, cfg, sha)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if main:
+        model.save_pretrained(result.final_dir)
+        if eval_items:
+            result.eval = _evaluate(model, eval_items, cfg)
+            logger.info("eval: %s", result.eval)
+    accelerator.wait_for_everyone()
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def _group_lr(optimizer: Any, *, head: bool) -> float:
+    lrs = [g["lr"] for g in optimizer.param_groups if g.get("is_head", False) == head]
+    return lrs[0] if lrs else 0.0
+
+
+def _checkpoint(accelerator: Any, out_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any,
+                order: ExampleOrder, cfg: TrainConfig, sha: str) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "order": order.state_dict(), "rng": rng_state()}
+        save_checkpoint(out_dir, step, model, state, cfg, sha, cfg.keep_checkpoints)
+    accelerator.wait_for_everyone()
