@@ -85,3 +85,12 @@ def test_report_command_errors_name_the_file(tmp_path):
     (tmp_path / "metrics.json").write_text("{\n  bad")
     with pytest.raises(DataError, match=r"metrics\.json:2: invalid JSON"):
         _cli(["report", str(tmp_path)])
+
+
+def test_every_asr_is_shown_per_judge_side_by_side(tmp_path):
+    row = {"model": "m", "benchmark": "advbench", "attack": "direct", "category": "all", "n": 10, "lo": 0.0, "hi": 1.0}
+    metrics = {"asr": [{**row, "judge": "keyword", "k": 1, "rate": 0.1}, {**row, "judge": "minilm", "k": 7, "rate": 0.7}]}
+    md, _ = write_report(tmp_path, metrics, with_plots=False)
+    text = md.read_text()
+    assert "| model | attack | advbench [keyword] | advbench [minilm] |" in text
+    assert "10.0%" in text and "70.0%" in text

@@ -82,7 +82,8 @@ class Attack(ABC):
         if config is None:
             return self.config_cls()
         if isinstance(config, dict):
-            return validate(self.config_cls, config, source=f"{self.name} attack config")
+            return validate(self.config_cls, _with_nested_defaults(self.config_cls, config),
+                            source=f"{self.name} attack config")
         if not isinstance(config, self.config_cls):
             raise ConfigError(f"{self.name} attack: config must be a {self.config_cls.__name__} or a dict "
                               f"(got {type(config).__name__})")
@@ -127,3 +128,35 @@ class Attack(ABC):
 
 
 ATTACKS: Registry[Attack] = Registry("attack")
+
+
+def _with_nested_defaults(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """`{"decode": {"max_new_tokens": 20}}` keeps the attack's other decode defaults (e.g. the attacker's policy):
+    a partial dict for a nested-config field is laid over that field's default, not over the class defaults."""
+    out = dict(data)
+    for name, field in cls.model_fields.items():
+        given = out.get(name)
+        if not isinstance(given, dict) or field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            out[name] = {**_with_nested_defaults(type(default), default.model_dump()), **_with_nested_defaults(type(default), given)}
+    return out
+
+
+def make_record(attack: str, item: AttackItem, variant: str, adversarial_input: str | Messages, gen: Any | None, *,
+                parameters: dict[str, Any] | None = None, seed: int | None = None, error: str | None = None,
+                extra: dict[str, Any] | None = None) -> AttackRecord:
+    """A record from a target's Generation (None when the attack failed before querying the target)."""
+    return AttackRecord(
+        key=record_key(attack, item.id, variant), attack=attack, prompt_id=item.id, prompt=item.prompt, variant=variant,
+        adversarial_input=adversarial_input, prefill=getattr(gen, "prefill", "") or "",
+        response=None if gen is None else gen.text, finish_reason=None if gen is None else gen.finish_reason,
+        trace=None if gen is None else gen.trace, parameters=parameters or {}, seed=seed, error=error,
+        extra=extra or {},
+    )
+
+
+def user_turn(text: str, system_prompt: str | None = None) -> Messages:
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": text}]

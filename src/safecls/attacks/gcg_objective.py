@@ -90,7 +90,8 @@ class PlainObjective(Objective):
         if use_prefix_cache and len(self.before):
             with torch.no_grad():
                 out = self.backbone(input_ids=self.before[None], use_cache=True, **{self._ckw: None})
-            self.prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed after transformers 5.17
+            self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
 
     def _cache(self, B: int) -> Any:
         from transformers import DynamicCache

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from safecls.config import StrictModel, validate
 from safecls.data.categories import matches_harm_keyword
-from safecls.io import ResultLog
+from safecls.io import ResultLog, atomic_write
 from safecls.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ def label_texts(labeler: Labeler, texts: Sequence[str], *, cache_dir: str | Path
         ident = labeler.identity()
         path = Path(cache_dir) / f"{labeler.name}-{text_key(ident)[:16]}.jsonl"
         log = ResultLog(path, Label)
-        if not path.with_suffix(".identity.json").exists():
-            path.with_suffix(".identity.json").write_text(ident + "\n", encoding="utf-8")  # for people reading the dir
+        if not path.with_suffix(".identity.json").exists():  # says which labeler/config the cache file belongs to
+            atomic_write(path.with_suffix(".identity.json"), ident + "\n")
         cache = {r.key: r for r in log}
     todo = list(dict.fromkeys(t for t in texts if text_key(t) not in cache))
     logger.info("%s: %d texts, %d cached, %d to label", labeler.name, len(texts), len(texts) - len(todo), len(todo))

@@ -89,6 +89,7 @@ class GuardConfig(StrictModel):
     prompt_format: Literal["llama-guard-3", "tokenizer"] = Field(
         "llama-guard-3", description="llama-guard-3: our format_llama_guard3; tokenizer: the guard's own chat template.")
     categories: dict[str, str] | None = Field(None, description="Code -> name; null: Llama Guard 3's S1-S14.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype when loading `model`.")
     max_new_tokens: int = Field(12, gt=0, description="'unsafe\\nS1,S2,...' fits in about 10 tokens.")
     batch_size: int = Field(8, gt=0)
     fingerprint: str = Field("", description="Names a model passed in at runtime; part of the cache key.")
@@ -113,7 +114,7 @@ class GuardLabeler(Labeler):
 
             logger.info("loading guard model %s", self.config.model)
             self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
-            self.model = AutoModelForCausalLM.from_pretrained(self.config.model).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(self.config.model, dtype=self.config.dtype).eval()
 
     def prompt(self, text: str) -> str:
         messages = [{"role": "user", "content": text}]

@@ -1,4 +1,4 @@
-"""CLI sub-commands of the eval room that need no model: `safecls report RUN_DIR`."""
+"""CLI sub-commands of the eval room: `safecls eval --config X.yaml [--set k=v ...]` and `safecls report RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -13,12 +13,28 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("eval", help="run an evaluation matrix (models x attacks x benchmarks x judges)",
+                       description="Run or resume the evaluation in a config file; writes runs/<name>/.")
+    e.add_argument("--config", required=True, type=Path, help="eval config YAML (see configs/eval_*.yaml)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set name=smoke2 (repeatable)")
+    e.set_defaults(func=_eval)
     p = sub.add_parser("report", help="write report.md and report.html from RUN_DIR/metrics.json",
                        description="Build the evaluation report of a run directory from its metrics.json.")
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory holding metrics.json")
     p.add_argument("--title", default=None, help="report heading (default: the title in metrics.json)")
     p.add_argument("--no-plots", action="store_true", help="tables only; does not need matplotlib")
     p.set_defaults(func=_report)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from safecls.config import load_config
+    from safecls.eval.config import EvalConfig
+    from safecls.eval.runner import run_eval
+
+    run_dir = run_eval(load_config(args.config, EvalConfig, args.set))
+    logger.info("eval: %s", run_dir)
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -184,20 +184,25 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
 
 
 def _asr_blocks(rows: Sequence[AsrRow], judge: str | None, with_plots: bool) -> list[Block]:
+    """Every ASR is shown once per judge, side by side: a number is only as good as the judge behind it."""
     overall = [r for r in rows if r.category == ALL]
     benchmarks = sorted({r.benchmark for r in overall})
-    cells = {(r.model, r.attack, r.benchmark): r for r in overall}
-    pairs = sorted({(r.model, r.attack) for r in overall})
     judges = sorted({r.judge for r in rows})
+    cells = {(r.model, r.attack, r.benchmark, r.judge): r for r in overall}
+    pairs = sorted({(r.model, r.attack) for r in overall})
+    cols = [(b, j) for b in benchmarks for j in judges]
     blocks: list[Block] = [
         ("h2", "Attack success rate"),
-        ("p", f"COMPLY verdicts of judge {', '.join(judges) or judge}; Wilson 95% intervals in brackets."),
-        ("table", _Table(headers=["model", "attack", *benchmarks],
-                         rows=[[m, a, *(cells[(m, a, b)].fmt() if (m, a, b) in cells else "—" for b in benchmarks)]
+        ("p", f"COMPLY verdicts per judge ({', '.join(judges) or judge}); Wilson 95% intervals in brackets."),
+        ("table", _Table(headers=["model", "attack", *(f"{b} [{j}]" if len(judges) > 1 else b for b, j in cols)],
+                         rows=[[m, a, *(cells[(m, a, b, j)].fmt() if (m, a, b, j) in cells else "—" for b, j in cols)]
                                for m, a in pairs])),
     ]
     if with_plots:
-        blocks += [("img", (f"ASR {b}", plots.asr_bars(rows, b))) for b in benchmarks]
+        main = judge if judge in judges else (judges[0] if judges else None)
+        for b in benchmarks:
+            sel = [r for r in rows if r.judge == main]
+            blocks.append(("img", (f"ASR {b}", plots.asr_bars(sel, b))))
     per_cat = [r for r in rows if r.category != ALL]
     if per_cat:
         blocks += [("h2", "ASR by category"), ("table", _Table(

@@ -13,6 +13,7 @@ REFUSAL_PREFIX = "Sorry, I cannot fulfill your request because"
 
 class DecodeConfig(StrictModel):
     max_new_tokens: int = Field(128, gt=0, description="Tokens to generate after the prompt (and any prefill).")
+    min_new_tokens: int = Field(0, ge=0, description="End-of-sequence is suppressed before this many new tokens.")
     temperature: float = Field(0.0, ge=0, le=10, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
     top_k: int = Field(0, ge=0, description="0 = no top-k cut.")

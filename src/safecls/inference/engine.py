@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from safecls._compat import cache_kwarg, cache_length, drop_last, new_cache
 from safecls.errors import ContextLengthError, DataError
@@ -124,11 +125,15 @@ class Engine:
         prompts = list(prompts)
         configs = self._configs(config, len(prompts))
         results: list[GenerationResult | None] = [None] * len(prompts)
+        bar = tqdm(total=len(prompts), desc="generate", unit="seq", disable=None if len(prompts) > batch_size else True,
+                   leave=False)
         for i in range(0, len(prompts), batch_size):
             sl = slice(i, i + batch_size)
             for ev in self.stream(prompts[sl], configs[sl], None if prefills is None else list(prefills)[sl]):
                 if ev.finished:
                     results[i + ev.row] = ev.result
+                    bar.update(1)
+        bar.close()
         return results  # type: ignore[return-value]
 
     def stream(self, prompts: Sequence[Prompt], config: DecodeConfig | Sequence[DecodeConfig] | None = None,
@@ -191,7 +196,7 @@ class Engine:
         kinds, ids = batch.kinds.to(dev), batch.input_ids.to(dev)
         gen_index = torch.full_like(kinds, -1)
         rows: list[_Row] = []
-        for b, (e, cfg, pre) in enumerate(zip(encs, configs, prefills, strict=True)):
+        for b, (e, cfg) in enumerate(zip(encs, configs, strict=True)):
             n_pre = sum(1 for k in e.kinds if k == Kind.RESPONSE)
             r = _Row(cfg=cfg, prompt_len=len(e) - n_pre, n_prefill=n_pre, prompt_ids=e.ids[: len(e) - n_pre],
                      gen=make_generator(cfg, dev), tokens=e.ids[len(e) - n_pre:])
@@ -309,8 +314,7 @@ class Engine:
                 pending[b] = self._pick(r, logits[b])
             kinds, gen_index = self._crop_dead_tail(kinds, gen_index, cache)
             yield from self._emit(rows)
-        for r in rows:
-            r.trace.final_rule = r.state.rule
+        yield from self._emit(rows)  # rows finished by cancellation alone still get their final event
 
     # ---- row helpers -------------------------------------------------------------------------------------------------
     def _cls_visible(self, cfg: DecodeConfig) -> bool:
@@ -321,6 +325,9 @@ class Engine:
     def _pick(self, r: _Row, logits: torch.Tensor) -> int:
         if r.forced:
             return r.forced.pop(0)
+        if len(r.tokens) - r.n_prefill < r.cfg.min_new_tokens and self.eos_ids:
+            logits = logits.clone()
+            logits[list(self.eos_ids)] = float("-inf")
         seen = None
         if r.cfg.repetition_penalty != 1.0:
             seen = torch.tensor(r.prompt_ids + r.tokens, dtype=torch.long, device=logits.device)

@@ -64,6 +64,7 @@ class TrainResult:
     eval: dict[str, float] | None = None  # loss, lm, cls, head_acc on eval_file at the end
     tokens: int = 0
     wall_s: float = 0.0
+    model: Any = None  # the trained SafeClsModel (unwrapped; under FSDP a full copy on the main process, None elsewhere)
 
 
 class _Objective(nn.Module):
@@ -96,14 +97,17 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _mixed_precision(cfg: TrainConfig) -> str:
-    cuda = torch.cuda.is_available()
+def _check_attention(cfg: TrainConfig) -> None:
     if cfg.attention == "flex":
-        if not cuda:
+        if not torch.cuda.is_available():
             raise ConfigError("attention: flex needs a CUDA device (FlexAttention block masks); this machine has none. "
                               "Fix: set attention: dense (the same routing as additive masks)")
         raise ConfigError("attention: flex is not available yet: SafeClsModel.run_backbone builds dense masks only. "
                           "Fix: set attention: dense")
+
+
+def _mixed_precision(cfg: TrainConfig) -> str:
+    cuda = torch.cuda.is_available()
     if cfg.dtype == "auto":
         return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
     if cfg.dtype == "bf16" and not cuda:
@@ -136,16 +140,16 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr)
 
 
-def _evaluate(model: Any, items: list[Item], cfg: TrainConfig) -> dict[str, float]:
-    """Mean LM loss, head loss and head accuracy over `items` (eval mode, no dropout)."""
-    objective = _Objective(model, cfg.stage, cfg.lambda_cls)
+def _evaluate(objective: nn.Module, model: Any, items: list[Item], cfg: TrainConfig, device: Any) -> dict[str, float]:
+    """Mean LM loss, head loss and head accuracy over `items` (eval mode, no dropout). Every process runs it through
+    the prepared objective (FSDP forwards are collective); each sees all items, so all get the same numbers."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64)  # n, lm*n, cls*n, correct, loss*n
     with torch.no_grad():
         for i in range(0, len(items), cfg.batch_size):
             chunk = items[i:i + cfg.batch_size]
-            b = make_batch(chunk, model.cls_token_id, model.tokenizer.pad_token_id, cfg.with_cls).to(model.device)
+            b = make_batch(chunk, model.cls_token_id, model.tokenizer.pad_token_id, cfg.with_cls).to(device)
             out = objective(b.input_ids, b.kinds, b.labels)
             n = len(chunk)
             totals[0] += n
@@ -160,6 +164,31 @@ def _evaluate(model: Any, items: list[Item], cfg: TrainConfig) -> dict[str, floa
     if cfg.with_cls:
         res.update(cls=totals[2].item() / n, head_acc=totals[3].item() / n)
     return res
+
+
+def _check_distributed(accelerator: Any, cfg: TrainConfig) -> None:
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded and (cfg.checkpoint_every or cfg.resume):
+        raise ConfigError(f"checkpoint_every/resume under {accelerator.distributed_type.value}: resumable checkpoints "
+                          "need the optimizer state of every process, which this trainer saves for single-process and "
+                          "DDP runs only. Fix: set checkpoint_every: null and resume: false (final/ is still saved), "
+                          "or train with DDP")
+
+
+def _final_model(accelerator: Any, objective: nn.Module, model: Any, cfg: TrainConfig) -> Any:
+    """The trained model with full weights on the main process (None elsewhere under FSDP)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return model
+    state = accelerator.get_state_dict(objective)  # collective; full tensors on the main process only
+    if not accelerator.is_main_process:
+        return None
+    full = _build_model(cfg)
+    full.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return full
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -177,8 +206,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     eval_records = read_records(cfg.eval_file, cfg.stage) if cfg.eval_file else None
     sha = fingerprint(cfg.train_file)
     point = find_resume_point(cfg, sha)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg))
-    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    _check_attention(cfg)
+    # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` this selects gloo (MULTI_CPU)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg),
+                              cpu=not torch.cuda.is_available())
+    _check_distributed(accelerator, cfg)
+    main, world = accelerator.is_main_process, accelerator.num_processes
     out_dir = Path(cfg.output_dir)
 
     set_seed(cfg.seed)
@@ -199,6 +232,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         logger.info("resumed from %s (step %d)", point.directory, start)
 
     objective = _Objective(model, cfg.stage, cfg.lambda_cls)
+    if accelerator.state.deepspeed_plugin is not None:  # no dataloader to infer "auto" from
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
     # the scheduler stays unprepared: accelerate would step it once per process
     objective, optimizer = accelerator.prepare(objective, optimizer)
     log = ResultLog(out_dir / "metrics.jsonl", StepMetrics)
@@ -211,36 +246,19 @@ def train(cfg: TrainConfig) -> TrainResult:
     pad_id, cls_id, bs = model.tokenizer.pad_token_id, model.cls_token_id, cfg.batch_size
     trainable = [p for p in objective.parameters() if p.requires_grad]
     window = torch.zeros(6, dtype=torch.float64)  # steps, loss, lm, cls, correct, examples (summed over processes)
-    win_tokens, win_time, grad_norm = 0, 0.0, None
+    win_tokens, win_time = 0, 0.0
     bar = tqdm(total=cfg.max_steps, initial=start, desc=f"train ({cfg.stage})", unit="step",
                disable=None if main else True)
     for step in range(start + 1, cfg.max_steps + 1):
         t0 = time.perf_counter()
         idx = order.take(bs * cfg.grad_accum * world)
-        sums = torch.zeros(6, dtype=torch.float64)  # loss, lm, cls, correct, examples, tokens
-        for a in range(cfg.grad_accum):
-            chunk = idx[(a * world + rank) * bs:(a * world + rank + 1) * bs]
-            b = make_batch([items[i] for i in chunk], cls_id, pad_id, cfg.with_cls).to(accelerator.device)
-            with accelerator.accumulate(objective):
-                out = objective(b.input_ids, b.kinds, b.labels)
-                accelerator.backward(out["loss"])
-                if accelerator.sync_gradients and cfg.max_grad_norm is not None:
-                    grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm))
-                optimizer.step()
-                optimizer.zero_grad()
-            sums[0] += out["loss"].item() / cfg.grad_accum
-            sums[1] += out["lm"].item() / cfg.grad_accum
-            if "cls" in out:
-                sums[2] += out["cls"].item() / cfg.grad_accum
-                sums[3] += (out["cls_logits"].argmax(-1) == b.labels).sum().item()
-            sums[4] += len(chunk)
-            sums[5] += int((b.kinds != Kind.PAD).sum())
+        sums, grad_norm = _optimizer_step(accelerator, objective, optimizer, trainable, items, idx, cfg, cls_id, pad_id)
         scheduler.step()
         sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
         loss = sums[0].item() / world
         result.losses.append(loss)
-        window += torch.tensor([1.0, sums[0] / world, sums[1] / world, sums[2] / world, sums[3], sums[4]],
-                               dtype=torch.float64)
+        window += torch.tensor([1.0, sums[0].item() / world, sums[1].item() / world, sums[2].item() / world,
+                                sums[3].item(), sums[4].item()], dtype=torch.float64)
         win_tokens += int(sums[5])
         win_time += time.perf_counter() - t0
         result.tokens += int(sums[5])
@@ -254,7 +272,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                               cls=window[3].item() / n if cfg.with_cls else None,
                               head_acc=window[4].item() / window[5].item() if cfg.with_cls else None,
                               lr=_group_lr(optimizer, head=False), head_lr=_group_lr(optimizer, head=True),
-                              grad_norm=grad_norm, tokens_per_s=win_tokens / max(win_time, 1e-9), tokens=result.tokens,
+                              grad_norm=grad_norm, tokens_per_s=win_tokens / max(win_time, 1e-9),
+                              tokens=result.tokens,
                               elapsed_s=time.perf_counter() - t_start)
             result.metrics.append(rec)
             if main:
@@ -262,21 +281,52 @@ def train(cfg: TrainConfig) -> TrainResult:
             logger.info("step %d: loss %.4f lm %.4f cls %s acc %s", step, rec.loss, rec.lm, rec.cls, rec.head_acc)
             window.zero_()
             win_tokens, win_time = 0, 0.0
-        if cfg.eval_every and eval_items and step % cfg.eval_every == 0 and step < cfg.max_steps and main:
-            logger.info("step %d eval: %s", step, _evaluate(model, eval_items, cfg))
+        if cfg.eval_every and eval_items and step % cfg.eval_every == 0 and step < cfg.max_steps:
+            logger.info("step %d eval: %s", step, _evaluate(objective, model, eval_items, cfg, accelerator.device))
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             _checkpoint(accelerator, out_dir, step, model, optimizer, scheduler, order, cfg, sha)
     bar.close()
 
+    if eval_items:
+        result.eval = _evaluate(objective, model, eval_items, cfg, accelerator.device)
+        logger.info("eval: %s", result.eval)
     accelerator.wait_for_everyone()
+    final = _final_model(accelerator, objective, model, cfg)
     if main:
-        model.save_pretrained(result.final_dir)
-        if eval_items:
-            result.eval = _evaluate(model, eval_items, cfg)
-            logger.info("eval: %s", result.eval)
+        final.save_pretrained(result.final_dir)
     accelerator.wait_for_everyone()
     result.wall_s = time.perf_counter() - t_start
+    result.model = final.eval() if final is not None else None
     return result
+
+
+def _optimizer_step(accelerator: Any, objective: nn.Module, optimizer: Any, trainable: list[nn.Parameter],
+                    items: list[Item], idx: list[int], cfg: TrainConfig, cls_id: int,
+                    pad_id: int) -> tuple[torch.Tensor, float | None]:
+    """grad_accum micro-batches, then one optimizer step. Returns this process's sums (mean loss, mean lm, mean cls,
+    correct head verdicts, examples, non-pad tokens) and the gradient norm before clipping (None: not clipped).
+    Micro-batch a of process r is chunk a * processes + r of `idx`."""
+    world, rank, bs = accelerator.num_processes, accelerator.process_index, cfg.batch_size
+    sums, grad_norm = torch.zeros(6, dtype=torch.float64), None
+    for a in range(cfg.grad_accum):
+        chunk = idx[(a * world + rank) * bs:(a * world + rank + 1) * bs]
+        b = make_batch([items[i] for i in chunk], cls_id, pad_id, cfg.with_cls).to(accelerator.device)
+        with accelerator.accumulate(objective):  # skips the all-reduce and optimizer.step until the last micro-batch
+            out = objective(b.input_ids, b.kinds, b.labels)
+            accelerator.backward(out["loss"])  # divides by grad_accum
+            if accelerator.sync_gradients and cfg.max_grad_norm is not None:
+                norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)  # None under DeepSpeed (it clips)
+                grad_norm = None if norm is None else float(norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        sums[0] += out["loss"].item() / cfg.grad_accum
+        sums[1] += out["lm"].item() / cfg.grad_accum
+        if "cls" in out:
+            sums[2] += out["cls"].item() / cfg.grad_accum
+            sums[3] += (out["cls_logits"].argmax(-1) == b.labels).sum().item()
+        sums[4] += len(chunk)
+        sums[5] += int((b.kinds != Kind.PAD).sum())
+    return sums, grad_norm
 
 
 def _group_lr(optimizer: Any, *, head: bool) -> float:

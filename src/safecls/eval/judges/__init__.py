@@ -1,6 +1,7 @@
 """Judges: `JUDGES.get(name)()` builds one. Importing this package registers every built-in judge."""
 
-from safecls.eval.judges import keyword  # noqa: F401  (registers "keyword", "keyword-harmbench")
+# keyword: "keyword", "keyword-harmbench"; head: "safecls-head"; llm: "hexphi-gpt"
+from safecls.eval.judges import head, keyword, llm  # noqa: F401  (registers the judges)
 from safecls.eval.judges.base import JUDGES, Judge, Judgement, Verdict
 
 __all__ = ["JUDGES", "Judge", "Judgement", "Verdict"]

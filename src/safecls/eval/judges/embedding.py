@@ -66,7 +66,8 @@ def chunks(text: str, size: int = _CHUNK_CHARS) -> list[str]:
 
 class Featurizer:
     """(prompt, response) pairs -> feature rows (N, F): [embedding of the reply, of the text after its last refusal,
-    their cosines with the prompt's embedding, structural features]."""
+    the reply's embedding times the prompt's (elementwise: which topics they share, so an answer to a different
+    question stands out), both cosines with the prompt, structural features]."""
 
     def __init__(self, embedder_dir: str | Path | None = None, *, device: str = "cpu", batch_size: int = 64):
         self.embedder_dir = Path(embedder_dir) if embedder_dir is not None else None
@@ -80,7 +81,8 @@ class Featurizer:
                                   "install 'safecls[judge]', or pass embedder_dir= a local sentence-transformers folder")
         return _load_embedder(str(path), self.device)
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(N, 384) unit-length sentence embeddings."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return self.embedder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
@@ -93,7 +95,7 @@ class Featurizer:
             for c in chunks(t):
                 pieces.append(c)
                 owner.append(i)
-        emb = self._embed(pieces)
+        emb = self.embed(pieces)
         out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
         np.add.at(out, np.array(owner), emb)
         norm = np.linalg.norm(out, axis=1, keepdims=True)
@@ -101,7 +103,7 @@ class Featurizer:
 
     def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         uniq = list(dict.fromkeys(prompts))
-        e_prompt = self._embed(uniq)
+        e_prompt = self.embed(uniq)
         e_prompt = e_prompt[[uniq.index(p) for p in prompts]] if uniq else e_prompt
         e_resp = self._embed_long(responses)
         tails = [split_at_refusal(r) for r in responses]
@@ -114,7 +116,7 @@ class Featurizer:
         e_tail[empty_tail] = 0.0  # a refusal with nothing after it: no "after" content at all
         cos = np.stack([(e_resp * e_prompt).sum(1), (e_tail * e_prompt).sum(1)], axis=1)
         struct = np.array([structural_features(p, r) for p, r in zip(prompts, responses)], dtype=np.float32)
-        return np.concatenate([e_resp, e_tail, cos, struct], axis=1).astype(np.float32)
+        return np.concatenate([e_resp, e_tail, e_resp * e_prompt, cos, struct], axis=1).astype(np.float32)
 
 
 class Head:

@@ -1,0 +1,39 @@
+"""The evaluation's built-in attack "direct" (no attack: the baseline row) on the common `Attack` interface.
+
+The runner looks names up in the ATTACKS registry (safecls.attacks: prefill, decoding, gcg, autodan, pap, ...) first
+and uses these only for names the registry lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import Field
+
+from safecls.attacks.base import Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
+from safecls.config import StrictModel
+from safecls.inference.config import DecodeConfig
+
+
+class DirectConfig(StrictModel):
+    decode: DecodeConfig = Field(default_factory=lambda: DecodeConfig(max_new_tokens=128))
+    system_prompt: str | None = None
+
+
+class DirectAttack(Attack):
+    """No attack: the request as the user turn (the baseline row of every table)."""
+
+    name = "direct"
+    config_cls = DirectConfig
+
+    def attack(self, target: Any, items: list[AttackItem], config: DirectConfig, done: set[str]) -> Iterator[AttackRecord]:
+        todo = [it for it in items if record_key(self.name, it.id) not in done]
+        msgs = [user_turn(it.prompt, config.system_prompt) for it in todo]
+        gens = target.generate(msgs, config.decode) if todo else []
+        for it, m, g in zip(todo, msgs, gens, strict=True):
+            yield make_record(self.name, it, "", m, g, seed=config.decode.seed,
+                              parameters={"decode": config.decode.model_dump()})
+
+
+BUILTIN_ATTACKS: dict[str, type[Attack]] = {"direct": DirectAttack}

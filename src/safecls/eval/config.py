@@ -1,0 +1,132 @@
+"""`EvalConfig`: the evaluation matrix (models x attacks x benchmarks x judges) that `run_eval` runs.
+
+    name: smoke
+    seed: 0
+    models:
+      - {name: base, path: default}                       # the embedded SmolLM2, undefended
+      - {name: sft, path: runs/sft/final, decode: {policy: medium, schedule: annealing}}
+      - {name: other, path: "plain:/models/llama"}         # any plain HF causal LM
+    attacks:
+      - {name: direct}
+      - {name: prefill, params: {prefix_tokens: 20}}
+      - {name: decoding, label: decoding-hot, params: {temperatures: [0.7, 1.0]}}
+    benchmarks:
+      - {name: advbench, path: ../shared/data, limit: 50}
+      - {name: xstest, path: ../shared/data}               # utility / over-refusal sets: only the direct attack
+    judges: [{name: keyword}, {name: safecls-head, params: {checkpoint: runs/sft/final}}]
+
+Names are checked against the registries (BENCHMARKS, JUDGES, ATTACKS) when the run starts, so an unknown name
+lists the valid ones before any model loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, model_validator
+
+from safecls.config import StrictModel
+from safecls.inference.config import DecodeConfig
+
+# Sets that measure utility or over-refusal, not attack success: attacked only by "direct" unless a benchmark entry
+# names its attacks (a prefill "Sure, here is" on a maths question measures nothing).
+CLEAN_ONLY = frozenset({"gsm8k", "mt-bench", "xstest"})
+
+
+class ModelSpec(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[^|]+$", description="Label in records and tables (no '|').")
+    path: str = Field("default", description="'default' (the embedded base, undefended), a safecls checkpoint folder, "
+                                             "or 'plain:PATH' for a plain HF causal LM (folder or hub name).")
+    decode: DecodeConfig = Field(default_factory=lambda: DecodeConfig(max_new_tokens=64),
+                                 description="Decode settings of this model: the defence (policy, schedule, r1..r3, "
+                                             "tau, threshold) and the defaults each attack starts from.")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    samples: int = Field(1, gt=0, description="Generations per (attack variant, item); sample s uses seed + s.")
+
+
+class AttackSpec(StrictModel):
+    name: str = Field(min_length=1, description="An ATTACKS name, or one of the runner's built-ins "
+                                                "(direct, prefill, decoding) when the registry lacks it.")
+    label: str | None = Field(None, pattern=r"^[^|]+$",
+                              description="Label in records and tables; default: name. Two entries of one attack "
+                                          "with different params need different labels.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The attack's config (its config_cls fields). "
+                                                                     "A 'decode' section overrides the model's.")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class BenchmarkSpec(StrictModel):
+    name: str = Field(min_length=1, description="A BENCHMARKS name.")
+    path: str | None = Field(None, description="File, folder or data root; None: download the canonical copy.")
+    limit: int | None = Field(None, ge=0, description="A seeded random subset of this many items.")
+    seed: int = 0
+    categories: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="Loader options, e.g. fix_targets: false.")
+    attacks: list[str] | None = Field(None, description="Attack labels to run here; None: all, except 'direct' only "
+                                                        f"for {', '.join(sorted(CLEAN_ONLY))}.")
+
+
+class JudgeSpec(StrictModel):
+    name: str = Field(min_length=1, description="A JUDGES name.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments of the judge.")
+
+
+class ProbingSpec(StrictModel):
+    """Entropy and sharpness of the top-K next-token distribution per response position (see eval/probing.py)."""
+
+    benchmark: str | None = Field(None, description="Benchmark entry whose items are probed; None: the first one.")
+    limit: int = Field(20, gt=0, description="Items probed per model and setting.")
+    settings: list[Literal["direct", "prefill", "nested"]] = Field(default_factory=lambda: ["direct", "prefill", "nested"])
+    top_k: int = Field(10, gt=1)
+    positions: int = Field(16, gt=0, description="First N response tokens.")
+    nest: str = Field("story", description="Nesting template of the nested setting (probing.NEST_TEMPLATES).")
+
+
+class EvalConfig(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Run name: the run folder's name.")
+    output_dir: str = Field("runs", description="Parent of the run folder (runs/<name>/).")
+    seed: int = Field(0, description="Base seed of every sampled decode (model samples add their index).")
+    batch_size: int = Field(16, gt=0, description="Prompts per engine call.")
+    models: list[ModelSpec] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec(name="direct")], min_length=1)
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
+    judges: list[JudgeSpec] = Field(default_factory=lambda: [JudgeSpec(name="keyword")], min_length=1)
+    probing: ProbingSpec | None = Field(None, description="None: no probing curves.")
+    asr_per: Literal["item", "record"] = Field("item", description="item: an item is broken when any of its variants "
+                                                                   "or samples complies; record: every generation counts.")
+    plots: bool = Field(True, description="False: the report has tables only (no matplotlib).")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        for what, names in (("models", [m.name for m in self.models]), ("attacks", [a.key for a in self.attacks]),
+                            ("judges", [j.name for j in self.judges]),
+                            ("benchmarks", [b.name for b in self.benchmarks])):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                hint = "; give them different labels" if what == "attacks" else ""
+                raise ValueError(f"{what}: duplicate name(s) {dup}{hint}")
+        labels = {a.key for a in self.attacks} | {"direct"}
+        for b in self.benchmarks:
+            unknown = sorted(set(b.attacks or ()) - labels)
+            if unknown:
+                raise ValueError(f"benchmarks.{b.name}.attacks: {unknown} not among the attacks; "
+                                 f"valid: {', '.join(sorted(labels))}")
+        if self.probing is not None and self.probing.benchmark is not None:
+            if self.probing.benchmark not in {b.name for b in self.benchmarks}:
+                raise ValueError(f"probing.benchmark: {self.probing.benchmark!r} is not one of the benchmarks")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def attacks_for(self, bench: BenchmarkSpec) -> list[AttackSpec]:
+        """The attacks that run on `bench` (a 'direct' entry is made up when a clean-only set needs it)."""
+        by_key = {a.key: a for a in self.attacks}
+        wanted = bench.attacks if bench.attacks is not None else (
+            ["direct"] if bench.name in CLEAN_ONLY else list(by_key))
+        return [by_key.get(k, AttackSpec(name="direct")) for k in wanted]

@@ -1,0 +1,322 @@
+"""`run_eval(cfg) -> run_dir`: the evaluation matrix, resumable and shardable.
+
+    cfg = load_config("configs/eval_smoke.yaml", EvalConfig)
+    run_dir = run_eval(cfg)          # runs/<name>/{config.yaml, records.jsonl, metrics.json, report.md, report.html}
+
+For every model x benchmark x attack (x sample) the attack runs through the decode engine (a LocalTarget), every
+judge reads each (request, response) pair, and one `EvalRecord` per generation is appended to records.jsonl as soon as
+its judges have spoken. Its key, `model|attack|benchmark|item id|variant#sample`, is stable, so a rerun skips the keys
+already written and continues where a killed run stopped; it first adds the verdicts that earlier runs lack (a judge
+that failed then, or one added to the config since) without regenerating anything. Under `accelerate launch` each process takes the items
+with index % world_size == rank and writes records-rank<k>.jsonl; after a barrier rank 0 merges them into
+records.jsonl and writes metrics.json (safecls.eval.summary), config.yaml and the report. Without accelerate (or a
+single process) it is one process writing records.jsonl directly.
+
+Attacks come from the ATTACKS registry (safecls.attacks); "direct" (no attack) is the runner's own
+(safecls.eval.basic_attacks) unless the registry has one. A model's `decode` settings (the defence) are the base of
+every attack config that has a `decode` section; the attack entry's own `decode` params override them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord
+from safecls.config import dump_config, validate
+from safecls.errors import ConfigError, UnknownNameError
+from safecls.eval.basic_attacks import BUILTIN_ATTACKS
+from safecls.eval.benchmarks import BENCHMARKS, BenchmarkItem, load_benchmark
+from safecls.eval.config import AttackSpec, BenchmarkSpec, EvalConfig, ModelSpec
+from safecls.eval.judges import JUDGES, Judge
+from safecls.eval.records import DoneKeys, EvalRecord, judge_into, merge_logs, read_records, record_key, rejudge
+from safecls.io import ResultLog, atomic_write, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- names -> implementations
+
+
+def load_attack_registry() -> None:
+    importlib.import_module("safecls.attacks")  # the package imports every attack module, registering it
+
+
+def attack_names() -> list[str]:
+    return sorted(set(ATTACKS.names()) | set(BUILTIN_ATTACKS))
+
+
+def make_attack(spec: AttackSpec) -> Attack:
+    if spec.name in ATTACKS:
+        return ATTACKS.get(spec.name)()
+    if spec.name in BUILTIN_ATTACKS:
+        return BUILTIN_ATTACKS[spec.name]()
+    near = difflib.get_close_matches(spec.name, attack_names(), n=1)
+    raise UnknownNameError(f"unknown attack {spec.name!r}; valid: {', '.join(attack_names())}"
+                           + (f". Did you mean {near[0]!r}?" if near else ""))
+
+
+def attack_config(attack: Attack, spec: AttackSpec, model: ModelSpec, seed: int) -> Any:
+    """The attack's config: the entry's params on top of the model's decode settings, with the sample's seed."""
+    params = dict(spec.params)
+    fields = attack.config_cls.model_fields
+    if "decode" in fields:
+        decode = {**model.decode.model_dump(), **params.get("decode", {})}
+        decode["seed"] = (decode.get("seed") or 0) + seed
+        params["decode"] = decode
+    else:
+        logger.warning("attack %s has no decode section: model %s's decode settings do not reach it", spec.key,
+                       model.name)
+    if "seed" in fields:  # attacks that seed their own sampling (decoding grid, GCG) get the sample's offset too
+        own = params.get("seed", fields["seed"].default)
+        params["seed"] = seed if own is None else own + seed
+    return validate(attack.config_cls, params, source=f"attacks.{spec.key}.params")
+
+
+def make_judges(cfg: EvalConfig) -> dict[str, Judge]:
+    out = {}
+    for j in cfg.judges:
+        cls = JUDGES.get(j.name)
+        try:
+            out[j.name] = cls(**j.params)
+        except TypeError as e:
+            raise ConfigError(f"judges.{j.name}.params: {e}") from e
+    return out
+
+
+def check_names(cfg: EvalConfig) -> None:
+    """Unknown benchmark, attack or judge names fail here, before any model loads."""
+    load_attack_registry()
+    for b in cfg.benchmarks:
+        BENCHMARKS.get(b.name)
+    for a in cfg.attacks:
+        make_attack(a)
+    for j in cfg.judges:
+        JUDGES.get(j.name)
+
+
+def load_model(spec: ModelSpec, device: Any = None) -> tuple[Any, Any, Any]:
+    """(LocalTarget, tokenizer, SafeClsModel or the plain HF model) for 'default', 'plain:PATH' or a checkpoint."""
+    import torch
+
+    from safecls.attacks.target import LocalTarget
+    from safecls.model import SafeClsModel, load_base
+
+    dtype = getattr(torch, spec.dtype)
+    path = spec.path
+    if path == "default" or path.startswith("plain:"):
+        hf, tok = load_base(path.removeprefix("plain:"), dtype=dtype)
+        if device is not None:
+            hf.to(device)
+        return LocalTarget.plain(hf, tok), tok, hf
+    folder = Path(path).expanduser()
+    if not (folder / "safecls_config.json").is_file():
+        raise ConfigError(f"models.{spec.name}.path: {path!r} is not a safecls checkpoint (no safecls_config.json). "
+                          "Fix: pass a checkpoint folder, 'default', or 'plain:PATH' for a plain HF model")
+    model = SafeClsModel.from_pretrained(folder, dtype=dtype, device=None if device is None else str(device))
+    return LocalTarget.from_model(model), model.tokenizer, model
+
+
+# ---------------------------------------------------------------- processes
+
+
+class _Dist:
+    """Rank and world size from accelerate's PartialState when accelerate is importable (1 process otherwise)."""
+
+    def __init__(self) -> None:
+        try:
+            import torch
+            from accelerate import PartialState
+
+            # cpu=True without CUDA: under `accelerate launch --multi_gpu` that selects gloo (as train() does)
+            self.state: Any = PartialState(cpu=not torch.cuda.is_available())
+            self.rank, self.world = self.state.process_index, self.state.num_processes
+            self.device = self.state.device
+        except ImportError:
+            self.state, self.rank, self.world, self.device = None, 0, 1, None
+
+    def barrier(self) -> None:
+        if self.state is not None and self.world > 1:
+            self.state.wait_for_everyone()
+
+
+class _Stop(Exception):
+    """max_records reached (tests simulate a killed run with it)."""
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _to_attack_item(it: BenchmarkItem) -> AttackItem:
+    return AttackItem(id=it.id, prompt=it.prompt, target=it.target, category=it.category,
+                      harmful_prefix=it.extra.get("harmful_prefix") if isinstance(it.extra.get("harmful_prefix"), str) else None)
+
+
+class _Writer:
+    """Judges buffered attack records in batches and appends them; counts toward max_records."""
+
+    def __init__(self, log: ResultLog, judges: dict[str, Judge], tokenizer: Any, batch_size: int,
+                 max_records: int | None, bar: Any):
+        self.log, self.judges, self.tok, self.batch_size = log, judges, tokenizer, batch_size
+        self.max_records, self.written, self.bar = max_records, 0, bar
+        self.buffer: list[EvalRecord] = []
+
+    def add(self, rec: EvalRecord) -> None:
+        self.buffer.append(rec)
+        if len(self.buffer) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        judge_into(self.buffer, self.judges)
+        for r in self.buffer:
+            if self.max_records is not None and self.written >= self.max_records:
+                raise _Stop
+            self.log.append(r)
+            self.written += 1
+            self.bar.update(1)
+        self.buffer = []
+
+
+def _eval_record(ar: AttackRecord, it: BenchmarkItem, model: str, attack: str, sample: int, tok: Any,
+                 wall: float) -> EvalRecord:
+    trace = ar.trace or {}
+    n_tok = len(tok(ar.response, add_special_tokens=False)["input_ids"]) if ar.response else 0
+    return EvalRecord(
+        key=record_key(model, attack, it.benchmark, it.id, ar.variant, sample), model=model, attack=attack,
+        benchmark=it.benchmark, item_id=it.id, sample=sample, variant=ar.variant, attack_key=ar.key,
+        category=it.category, label=it.label, reference=it.reference, prompt=it.prompt,
+        adversarial_input=ar.adversarial_input, prefill=ar.prefill, response=ar.response,
+        finish_reason=ar.finish_reason, trace=ar.trace, parameters=ar.parameters, seed=ar.seed, error=ar.error,
+        extra=ar.extra, completion_tokens=n_tok, extra_tokens=int(trace.get("extra_tokens", 0)),
+        evaluations=len(trace.get("evaluations", [])), wall_s=wall)
+
+
+def _versions(world: int) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from safecls import __version__
+
+    return {"safecls": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "world_size": world}
+
+
+def _write_config(run_dir: Path, cfg: EvalConfig, versions: dict[str, Any]) -> None:
+    path = run_dir / "config.yaml"
+    text = dump_config(cfg)
+    if path.is_file():
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        changed = sorted(k for k, v in cfg.model_dump(mode="json").items() if old.get(k) != v)
+        if changed:
+            logger.warning("%s: resuming with a changed config (%s); records already written keep their settings",
+                           path, ", ".join(changed))
+    head = "".join(f"# {k}: {v}\n" for k, v in versions.items())
+    atomic_write(path, f"# resolved safecls eval config (seed {cfg.seed})\n{head}{text}")
+
+
+def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
+    """Run (or resume) the matrix of `cfg`; return the run folder. With `max_records`, stop after writing that many
+    new records (metrics are then not written: the run is unfinished and resumes on the next call).
+
+    Raises:
+        UnknownNameError: a benchmark, attack or judge name is not registered (lists the valid ones).
+        DataError: a benchmark file is missing or malformed (says where to get it).
+        ConfigError: a model path or an attack/judge parameter is wrong.
+    """
+    from safecls.eval.probing import probe_curves
+    from safecls.eval.report import write_report
+    from safecls.eval.summary import summarize
+
+    check_names(cfg)
+    dist = _Dist()
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    versions = _versions(dist.world)
+    if dist.rank == 0:
+        _write_config(run_dir, cfg, versions)
+    # Every benchmark is read before any model loads, so a missing file fails in seconds.
+    data = {b.name: load_benchmark(b.name, b.path, limit=b.limit, seed=b.seed, categories=b.categories, **b.options)
+            for b in cfg.benchmarks}
+    attacks = {a.key: make_attack(a) for a in cfg.attacks}
+    attacks.setdefault("direct", make_attack(AttackSpec(name="direct")))  # clean-only sets run it even if unlisted
+    judges = make_judges(cfg)
+    if dist.rank == 0:
+        rejudge(run_dir, judges, cfg.batch_size)
+    dist.barrier()  # every process reads the merged, re-judged log
+    log = ResultLog(run_dir / ("records.jsonl" if dist.world == 1 else f"records-rank{dist.rank}.jsonl"), EvalRecord)
+    done = DoneKeys(read_records(run_dir))
+    probing_path = run_dir / "probing.json"
+    probing = _read_probing(probing_path)
+    bar = tqdm(desc=f"eval {cfg.name}", unit="record", disable=None)
+    schedules = {}
+    try:
+        for mspec in cfg.models:
+            on_gpu = dist.device is not None and getattr(dist.device, "type", "cpu") != "cpu"
+            target, tok, model = load_model(mspec, dist.device if on_gpu else None)
+            target.batch_size = cfg.batch_size
+            schedules[mspec.name] = mspec.decode.schedule if target.safecls_model is not None else "none"
+            writer = _Writer(log, judges, tok, cfg.batch_size, None if max_records is None else max_records, bar)
+            for bspec in cfg.benchmarks:
+                _run_benchmark(cfg, mspec, bspec, _shard(data[bspec.name], dist), attacks, target, tok, writer, done)
+            writer.flush()
+            max_records = None if max_records is None else max_records - writer.written
+            if cfg.probing is not None and dist.rank == 0 and mspec.name not in {c.model for c in probing}:
+                bname = cfg.probing.benchmark or cfg.benchmarks[0].name
+                probing += probe_curves(model, data[bname], cfg.probing, name=mspec.name, tokenizer=tok,
+                                        decode=mspec.decode, batch_size=cfg.batch_size)
+                atomic_write_json(probing_path, [c.model_dump() for c in probing])
+            del target, model
+    except _Stop:
+        logger.warning("stopped after max_records new records; rerun to resume (%s)", log.path)
+        bar.close()
+        return run_dir
+    bar.close()
+    dist.barrier()
+    if dist.rank != 0:
+        return run_dir
+    records = merge_logs(run_dir)
+    metrics = summarize(records, cfg, schedules=schedules, probing=_read_probing(probing_path),
+                        run_info={"name": cfg.name, "seed": cfg.seed, **versions})
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_report(run_dir, metrics, with_plots=cfg.plots)
+    logger.info("eval %s: %d records, metrics and report in %s", cfg.name, len(records), run_dir)
+    return run_dir
+
+
+def _shard(items: list[BenchmarkItem], dist: _Dist) -> list[BenchmarkItem]:
+    return [it for i, it in enumerate(items) if i % dist.world == dist.rank]
+
+
+def _read_probing(path: Path) -> list[Any]:
+    import json
+
+    from safecls.eval.report import ProbingCurve
+
+    if not path.is_file():
+        return []
+    return [ProbingCurve(**c) for c in json.loads(path.read_text(encoding="utf-8"))]
+
+
+def _run_benchmark(cfg: EvalConfig, mspec: ModelSpec, bspec: BenchmarkSpec, items: list[BenchmarkItem],
+                   attacks: dict[str, Attack], target: Any, tok: Any, writer: _Writer, done: DoneKeys) -> None:
+    by_id = {it.id: it for it in items}
+    aitems = [_to_attack_item(it) for it in items]
+    for aspec in cfg.attacks_for(bspec):
+        attack = attacks[aspec.key]
+        attack.check_target(target)
+        for s in range(mspec.samples):
+            acfg = attack_config(attack, aspec, mspec, cfg.seed + s)
+            t0 = time.perf_counter()
+            for ar in attack.attack(target, aitems, acfg, done.attack_keys(mspec.name, aspec.key, bspec.name, s)):
+                rec = _eval_record(ar, by_id[ar.prompt_id], mspec.name, aspec.key, s, tok, time.perf_counter() - t0)
+                if rec.key not in done.keys:
+                    done.add(rec)
+                    writer.add(rec)
+                t0 = time.perf_counter()  # after add: judging time is not generation time

@@ -1,0 +1,146 @@
+"""`safecls generate` (prompts in, JSONL out) and `safecls chat` (interactive, streaming, live safety indicator)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from safecls.errors import DataError
+
+
+def add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="a safecls checkpoint dir, 'default' (untrained head), or plain:PATH")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--policy", default="medium", help="low | medium | high")
+    p.add_argument("--schedule", default="annealing", help="first | every | periodic | annealing")
+    p.add_argument("--preset", default="seed", help="seed (r1=r2=r3=10) | authors (r1=5, r2=15, r3=10, tau=3)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other DecodeConfig field")
+
+
+def decode_config(args: argparse.Namespace):
+    from safecls.config import apply_overrides, validate
+    from safecls.inference.config import PRESETS, DecodeConfig
+
+    if args.preset not in PRESETS:
+        from safecls.errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown preset {args.preset!r}; valid: {', '.join(PRESETS)}")
+    data = {**PRESETS[args.preset], "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+            "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed, "policy": args.policy, "schedule": args.schedule}
+    return validate(DecodeConfig, apply_overrides(data, args.set), source="command line")
+
+
+def load_engine(spec: str) -> Any:
+    """'default' / a HF id -> untrained head on that base; a safecls checkpoint dir; 'plain:PATH' -> no head."""
+    from safecls.inference.engine import Engine
+    from safecls.model import SafeClsModel, load_base
+
+    if spec.startswith("plain:"):
+        return Engine.plain(*load_base(spec[len("plain:"):]))
+    if Path(spec).is_dir() and (Path(spec) / "safecls_config.json").is_file():
+        return Engine(SafeClsModel.from_pretrained(spec))
+    import logging
+
+    logging.getLogger(__name__).warning("%s is not a safecls checkpoint: its [CLS] head is untrained", spec)
+    return Engine(SafeClsModel.from_base(*load_base(spec)))
+
+
+def read_prompts(path: str) -> list[Any]:
+    """A .jsonl file (fields 'prompt' or 'messages') or a text file with one prompt per line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "no such file", fix="pass a .txt (one prompt per line) or .jsonl file")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        if p.suffix == ".jsonl":
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(p, f"not valid JSON ({e.msg})", line=n) from None
+            if "messages" in rec:
+                out.append(rec["messages"])
+            elif "prompt" in rec:
+                out.append(rec["prompt"])
+            else:
+                raise DataError(p, "needs a 'prompt' or 'messages' field", line=n)
+        else:
+            out.append(line)
+    return out
+
+
+def _generate(args: argparse.Namespace) -> int:
+    cfg = decode_config(args)
+    prompts = list(args.prompt) + (read_prompts(args.file) if args.file else [])
+    if not prompts:
+        raise DataError("arguments", "no prompts given", fix="pass prompts as arguments or --file FILE")
+    engine = load_engine(args.model)
+    results = engine.generate(prompts, cfg, batch_size=args.batch_size)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        for p, r in zip(prompts, results, strict=True):
+            out.write(json.dumps({"prompt": p, "response": r.text, "finish_reason": r.finish_reason,
+                                  "trace": r.trace.to_dict(), "config": cfg.model_dump()}) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _indicator(p: float | None, threshold: float) -> str:
+    if p is None:
+        return "[safety: n/a]"
+    bar = "#" * int(round(p * 10))
+    return f"[safety {'MALICIOUS' if p > threshold else 'benign'} {p:.2f} {bar:<10}]"
+
+
+def _chat(args: argparse.Namespace) -> int:
+    cfg = decode_config(args)
+    engine = load_engine(args.model)
+    history: list[dict] = []
+    print("safecls chat: type a message, /reset to clear, /quit to leave")
+    while True:
+        try:
+            user = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not user:
+            continue
+        if user in ("/quit", "/exit"):
+            return 0
+        if user == "/reset":
+            history = []
+            continue
+        history.append({"role": "user", "content": user})
+        print("bot> ", end="", flush=True)
+        last_p, result = None, None
+        for ev in engine.stream([history], cfg):
+            print(ev.delta, end="", flush=True)
+            last_p = ev.p_malicious if ev.p_malicious is not None else last_p
+            if ev.finished:
+                result = ev.result
+        n_int = len(result.trace.interventions) if result else 0
+        print(f"\n     {_indicator(last_p, cfg.threshold)}" + (f" intervened x{n_int}" if n_int else ""))
+        history.append({"role": "assistant", "content": result.text if result else ""})
+
+
+def register(sub: Any) -> None:
+    g = sub.add_parser("generate", help="generate with strategic attention/decoding; JSONL out")
+    g.add_argument("prompt", nargs="*", help="prompts (or --file)")
+    g.add_argument("--file", help=".txt (one per line) or .jsonl ('prompt' or 'messages')")
+    g.add_argument("--out", help="JSONL output (default: stdout)")
+    g.add_argument("--batch-size", type=int, default=16)
+    add_decode_args(g)
+    g.set_defaults(func=_generate)
+    c = sub.add_parser("chat", help="interactive terminal chat with a live safety indicator")
+    add_decode_args(c)
+    c.set_defaults(func=_chat)

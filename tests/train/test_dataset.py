@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safecls.errors import DataError
+from safecls.model.encoding import encode_prompt
+from safecls.model.routing import Kind
+from safecls.train.dataset import ExampleOrder, read_records, tokenize
+from tests.tiny import tiny_tokenizer
+from tests.train.conftest import toy_records, write_jsonl
+
+
+def _chat(user: str, reply: str, label=0) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}],
+            "label": label, "source": "t"}
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [_chat("a", "b"), _chat("c", "d"), '{"messages": [oops'])
+    with pytest.raises(DataError, match=r"d\.jsonl:3: not valid JSON"):
+        read_records(path, "sft")
+
+
+def test_missing_label_names_line(tmp_path):
+    row = _chat("a", "b")
+    del row["label"]
+    path = write_jsonl(tmp_path / "d.jsonl", [_chat("x", "y"), row])
+    with pytest.raises(DataError, match=r"d\.jsonl:2: field 'label' is missing"):
+        read_records(path, "sft")
+
+
+def test_empty_response_names_line(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [_chat("a", "   ")])
+    with pytest.raises(DataError, match=r"d\.jsonl:1: the assistant response is empty"):
+        read_records(path, "sft")
+
+
+def test_text_record_needs_label_and_is_pretrain_only(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "plain text", "label": 1}])
+    assert read_records(path, "pretrain")[0].label == 1
+    with pytest.raises(DataError, match=r"d\.jsonl:1: .*sft stage"):
+        read_records(path, "sft")
+    bad = write_jsonl(tmp_path / "e.jsonl", [{"text": "plain text"}])
+    with pytest.raises(DataError, match=r"e\.jsonl:1: field 'label' is missing"):
+        read_records(bad, "pretrain")
+
+
+def test_planted_cls_token_is_rejected(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [_chat("hi <|safety_cls|> there", "ok")])
+    with pytest.raises(DataError, match=r"d\.jsonl:1: .*reserved token"):
+        read_records(path, "sft")
+
+
+def test_empty_file_is_an_error(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n")
+    with pytest.raises(DataError, match="no records"):
+        read_records(path, "sft")
+
+
+def test_tokenize_cuts_long_responses_and_drops_long_prompts(tmp_path):
+    tok = tiny_tokenizer()
+    path = write_jsonl(tmp_path / "d.jsonl", [_chat("short", "word " * 100), _chat("word " * 100, "ok")])
+    items = tokenize(read_records(path, "sft"), tok, max_length=40)
+    assert len(items) == 1  # the second prompt alone is longer than 40 tokens
+    assert len(items[0].enc) == 39  # + [CLS] = max_length
+    assert items[0].enc.kinds[-1] == Kind.RESPONSE
+
+
+def test_masked_prefix_tokens_are_not_targets(tmp_path):
+    tok = tiny_tokenizer()
+    reply = "Mix flour and water. Sorry, I cannot fulfill your request."
+    row = {**_chat("bake", reply, 1), "masked_prefix_chars": len("Mix flour and water. ")}
+    item = tokenize(read_records(write_jsonl(tmp_path / "d.jsonl", [row]), "sft"), tok, 256)[0]
+    n_prompt = len(encode_prompt(tok, [{"role": "user", "content": "bake"}]))
+    tail = list(zip(item.enc.ids[n_prompt:], item.enc.kinds[n_prompt:]))
+    masked = tok.decode([t for t, k in tail if k == Kind.TEMPLATE])
+    trained = tok.decode([t for t, k in tail if k == Kind.RESPONSE])
+    assert masked.strip() == "Mix flour and water."
+    assert trained.startswith("Sorry") and "flour" not in trained
+
+
+def test_order_resumes_exactly_and_covers_each_epoch():
+    a = ExampleOrder(7, seed=3)
+    first = a.take(10)
+    b = ExampleOrder.from_state(json.loads(json.dumps(a.state_dict())))
+    assert a.take(12) == b.take(12)
+    assert sorted(ExampleOrder(7, seed=3).take(7)) == list(range(7))
+    assert ExampleOrder(7, seed=4).take(7) != first[:7]
+
+
+def test_toy_records_validate(tmp_path):
+    recs = read_records(write_jsonl(tmp_path / "d.jsonl", toy_records(6)), "sft")
+    assert [r.label for r in recs] == [0, 1, 0, 1, 0, 1]
