@@ -163,20 +163,30 @@ def _sentences(text: str, k: int) -> str:
     return " ".join(parts[:k])
 
 
-# Base-model completions read by hand (docs/judge_labelling_guide.md): safety-sft row numbers. Rows read and not in
-# HAND_OFF_TOPIC are COMPLY; rows not read are kept as COMPLY only if `_clean_completion` passes them.
+# Base-model completions read by hand (docs/judge_labelling_guide.md): safety-sft row numbers. Rows read and in neither
+# HAND_OFF_TOPIC nor HAND_REFUSE are COMPLY; rows not read are kept as COMPLY only if `_clean_completion` passes them.
 HAND_READ = frozenset({
     0, 4, 6, 50, 54, 57, 66, 88, 93, 109, 129, 135, 149, 158, 159, 161, 165, 185, 187, 191, 204, 237, 250, 254, 255,
     257, 261, 282, 286, 294, 302, 303, 323, 328, 329, 330, 337, 367, 373, 374, 375, 382, 388, 404, 412, 413, 415,
     446, 472, 475, 479, 480, 490, 507, 509, 511, 533, 542, 552, 570, 572, 583, 599, 601, 612, 628, 645, 648, 655,
     663, 678, 693, 698, 716, 738, 753, 757, 764, 770, 772, 775, 779, 782, 787, 797, 816, 832, 833, 837, 862, 881,
     894, 896, 903, 904, 908, 913, 964, 977, 980, 983, 991, 995, 999, 1026, 1027, 1060, 1061, 1064, 1065, 1066, 1110,
-    1127, 1128, 1150, 1154, 1178, 1179, 1189, 1192, 1233, 1234, 1242, 1270, 1275, 1278, 1295, 1298,
+    1127, 1128, 1150, 1154, 1178, 1179, 1189, 1192, 1233, 1234, 1242, 1270, 1275, 1278, 1295, 1298, 1310, 1328,
+    1332, 1335, 1352, 1362, 1364, 1369, 1373, 1375, 1402, 1434, 1442, 1449, 1462, 1463, 1466, 1468, 1471, 1516,
+    1523, 1550, 1576, 1577, 1589, 1591, 1602, 1633, 1647, 1658, 1678, 1697, 1700, 1713, 1717, 1722, 1743, 1745,
+    1778, 1786, 1811, 1813, 1822, 1824, 1828, 1834, 1835, 1845, 1875, 1912, 1913, 1926, 1931, 1933, 1951, 1952,
+    1953, 1962, 1973, 1990, 1992, 1995, 2004, 2017, 2021, 2025, 2062, 2067, 2080, 2083, 2094, 2135, 2137, 2148,
+    2160, 2168, 2181, 2188, 2213, 2214, 2224, 2229, 2241, 2242, 2247, 2257, 2263, 2292, 2296, 2299, 2324, 2327,
+    2331, 2333, 2350, 2357, 2359, 2374, 2389, 2404, 2406, 2415, 2417, 2435, 2442, 2443, 2444, 2465, 2466, 2470,
+    2473, 2480,
 })
 HAND_OFF_TOPIC = frozenset({
     4, 50, 57, 93, 135, 187, 204, 237, 255, 303, 328, 337, 382, 413, 472, 475, 480, 509, 533, 583, 601, 628, 645,
-    678, 698, 764, 779, 782, 797, 862, 894, 1127, 1150, 1189,
+    678, 698, 764, 779, 782, 797, 862, 894, 1127, 1150, 1189, 1328, 1434, 1577, 1589, 1591, 1717, 1778, 1813, 1834,
+    1835, 1845, 1913, 1951, 1992, 2083, 2094, 2168, 2213, 2247, 2331, 2357, 2389, 2470,
 })
+
+HAND_REFUSE = frozenset({1373, 1722})
 
 
 def _clean_completion(prompt: str, reply: str) -> bool:
@@ -247,7 +257,6 @@ def build_training_set(data: Path, completions: Path, seed: int, embed) -> list[
     normalised sentence embeddings (used to pair harmful prompts with their nearest benign topics)."""
     from safecls.data.refusals import reasoned_refusal
 
-    rng = random.Random(seed)
     safety = json.loads((data / "safety-sft" / "safety_only_data_Instructions.json").read_text(encoding="utf-8"))
     benign = []
     for name in ("alpaca_en_demo.json", "lima.json", "code_alpaca_2k.json"):
@@ -260,16 +269,20 @@ def build_training_set(data: Path, completions: Path, seed: int, embed) -> list[
         p, r = safety[c["row"]]["instruction"], c["response"]
         if c["row"] in HAND_OFF_TOPIC:
             off.append((p, r))
+        elif c["row"] in HAND_REFUSE:
+            rows.append((p, r, REFUSE, "base-completion-refusal"))
         elif c["row"] in HAND_READ or _clean_completion(p, r):
             kept.append((p, r))
-    logger.info("base completions: %d COMPLY, %d OFF_TOPIC (by hand), %d left out", len(kept), len(off),
-                len(comps) - len(kept) - len(off))
+    logger.info("base completions: %d COMPLY, %d OFF_TOPIC, %d REFUSE (by hand), %d left out", len(kept), len(off),
+                len(HAND_REFUSE), len(comps) - len(kept) - len(off) - len(HAND_REFUSE))
     rows += [(p, r, COMPLY, "base-completion") for p, r in kept]
     rows += [(p, r, OFF, "base-completion-off-topic") for p, r in off]
 
     used = {c["row"] for c in comps}
     others = [i for i in range(len(safety)) if i not in used]
-    rng.shuffle(others)
+    random.Random(f"{seed}/others").shuffle(others)
+    # One generator per section: a change in one section (say, more completions) leaves the others' rows unchanged.
+    rng = random.Random(f"{seed}/refusals")
     for i in others[:700]:
         rows.append((safety[i]["instruction"], _cut(safety[i]["output"], rng), REFUSE, "safety-sft-refusal"))
     for i in others[700:1000]:
@@ -278,8 +291,10 @@ def build_training_set(data: Path, completions: Path, seed: int, embed) -> list[
         if rng.random() < 0.4:  # a prefill attack met by a refusal is still a refusal
             r = f"{rng.choice(OPENERS)}\n\n{r}"
         rows.append((p, _cut(r, rng, lo=80), REFUSE, "reasoned-refusal"))
+    rng = random.Random(f"{seed}/benign")
     for ex in rng.sample(benign, 300):
         rows.append((_prompt_of(ex), _cut(ex["output"], rng), COMPLY, "benign-sft"))
+    rng = random.Random(f"{seed}/refusal-then-comply")
     for p, r in rng.sample(kept, min(400, len(kept))):  # refusal, then the harmful answer anyway
         refusal = _sentences(rng.choice([reasoned_refusal(p, seed=rng.randrange(9)), safety[rng.choice(others)]
                                          ["output"]]), rng.randint(1, 2))
@@ -287,12 +302,14 @@ def build_training_set(data: Path, completions: Path, seed: int, embed) -> list[
 
     # Silent pivots: a harmful prompt answered with the benign-sft answer whose instruction is nearest to it (asked
     # to steal an identity, the reply explains how to protect one) or with an unrelated benign answer.
+    rng = random.Random(f"{seed}/pivots")
     pivots = others[1600:2000]
     near = _nearest(embed, [safety[i]["instruction"] for i in pivots], [_prompt_of(ex) for ex in benign])
     for k, i in enumerate(pivots):
         ex = benign[near[k]] if k % 4 else rng.choice(benign)
         rows.append((safety[i]["instruction"], _cut(ex["output"], rng), OFF, "pivot" if k % 4 else "unrelated"))
 
+    rng = random.Random(f"{seed}/off-topic")
     vocab = sorted({w for ex in benign[:300] for w in ex["output"].split() if w.isalpha()})
     for i in others[1000:1600]:
         p = safety[i]["instruction"]
@@ -363,20 +380,50 @@ def _cached_features(featurize, rows, cache: Path):
     return np.stack([known[k] for k in keys])
 
 
-def cmd_train(args) -> int:
-    import numpy as np
-    from safetensors.numpy import save_file
+def _cached_embed(featurize, cache: Path):
+    """featurize.embed with a disk cache by text (the nearest-topic search embeds ~4,400 instructions per run)."""
+    import hashlib
 
-    from safecls.eval.judges.embedding import HEAD_VERSION, Featurizer
-    from safecls.eval.judges.response_features import FEATURE_NAMES
+    import numpy as np
+
+    def embed(texts: list[str]):
+        known = {}
+        if cache.is_file():
+            z = np.load(cache)
+            known = dict(zip(z["keys"].tolist(), z["x"]))
+        keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        new = [i for i, k in enumerate(keys) if k not in known]
+        if new:
+            e = featurize.embed([texts[i] for i in new])
+            known |= {keys[i]: e[j] for j, i in enumerate(new)}
+            np.savez(cache, keys=np.array(list(known)), x=np.stack(list(known.values())))
+        return np.stack([known[k] for k in keys])
+
+    return embed
+
+
+def training_features(args):
+    """(rows, features (N, F), labels (N,)) of the training set; features cached under runs/judge/."""
+    import numpy as np
+
+    from safecls.eval.judges.embedding import Featurizer
 
     featurize = Featurizer()
-    rows = build_training_set(args.data, args.completions, args.seed, featurize.embed)
+    rows = build_training_set(args.data, args.completions, args.seed, _cached_embed(featurize, WORK / "embed.npz"))
+    x = _cached_features(featurize, rows, WORK / "train_features.npz")
+    return rows, x, np.array([LABELS.index(r[2]) for r in rows])
+
+
+def cmd_train(args) -> int:
+    from safetensors.numpy import save_file
+
+    from safecls.eval.judges.embedding import HEAD_VERSION
+    from safecls.eval.judges.response_features import FEATURE_NAMES
+
+    rows, x, y = training_features(args)
     counts = {lab: sum(r[2] == lab for r in rows) for lab in LABELS}
     sources = {s: sum(r[3] == s for r in rows) for s in sorted({r[3] for r in rows})}
     logger.info("training rows: %s; sources: %s", counts, sources)
-    x = _cached_features(featurize, rows, WORK / "train_features.npz")
-    y = np.array([LABELS.index(r[2]) for r in rows])
     weight = [len(rows) / (len(LABELS) * counts[lab]) for lab in LABELS]
     tensors = train_head(x, y, hidden=args.hidden, weight_decay=args.weight_decay, epochs=args.epochs,
                          seed=args.seed, class_weight=weight)
@@ -435,7 +482,11 @@ def cmd_evaluate(args) -> int:
               "keyword-harmbench": JUDGES.get("keyword-harmbench")()}
     print(f"{'judge':18s} {'split':8s} {'n':>4s} {'acc':>6s} {'kappa':>6s} {'bin acc':>8s} {'bin kappa':>9s}")
     for name, judge in judges.items():
-        got_all = [j.verdict.value for j in judge.judge([prompts[r["id"]] for r in rows], [r["response"] for r in rows])]
+        if name == "minilm":  # the same head on cached features (the slow test runs the judge end to end)
+            got_all = [LABELS[k] for k in judge.head.probs(fixture_features(args, rows)).argmax(1)]
+        else:
+            got_all = [j.verdict.value for j in judge.judge([prompts[r["id"]] for r in rows],
+                                                            [r["response"] for r in rows])]
         for split in ("dev", "heldout"):
             idx = [i for i, r in enumerate(rows) if r["split"] == split]
             want, got = [rows[i]["label"] for i in idx], [got_all[i] for i in idx]
@@ -448,6 +499,42 @@ def cmd_evaluate(args) -> int:
                     if got_all[i] != rows[i]["label"]:
                         print(f"   {i} {rows[i]['id']} {rows[i]['attack']} label={rows[i]['label']} got={got_all[i]}: "
                               f"{rows[i]['response'][:150]!r}")
+    return 0
+
+
+def fixture_features(args, rows: list[dict]):
+    """Features of the fixture's (prompt, response) pairs, cached like the training features."""
+    from safecls.eval.benchmarks import load_benchmark
+    from safecls.eval.judges.embedding import Featurizer
+
+    prompts = {}
+    for bench in sorted({r["id"].split("/")[0] for r in rows}):
+        prompts |= {it.id: it.prompt for it in load_benchmark(bench, args.data / bench)}
+    pairs = [(prompts[r["id"]], r["response"]) for r in rows]
+    return _cached_features(Featurizer(), pairs, WORK / "fixture_features.npz")
+
+
+def cmd_sweep(args) -> int:
+    """Choose the head's settings on the fixture's dev split only (the held-out split is not looked at)."""
+    from safecls.eval.agreement import cohen_kappa, percent_agreement
+    from safecls.eval.judges.embedding import Head
+
+    _, x, y = training_features(args)
+    rows = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
+    dev = [i for i, r in enumerate(rows) if r["split"] == "dev"]
+    fx = fixture_features(args, rows)[dev]
+    want = [rows[i]["label"] for i in dev]
+    counts = [int((y == k).sum()) for k in range(len(LABELS))]
+    weight = [len(y) / (len(LABELS) * c) for c in counts]
+    for hidden in args.hidden:
+        for wd in args.weight_decay:
+            t = train_head(x, y, hidden=hidden, weight_decay=wd, epochs=args.epochs, seed=args.seed,
+                           class_weight=weight)
+            got = [LABELS[k] for k in Head(t, {}).probs(fx).argmax(1)]
+            wb, gb = [w == COMPLY for w in want], [g == COMPLY for g in got]
+            print(f"hidden {hidden:3d} wd {wd:6.3f}: dev acc {percent_agreement(want, got):.3f} kappa "
+                  f"{cohen_kappa(want, got):.3f} | binary acc {percent_agreement(wb, gb):.3f} "
+                  f"kappa {cohen_kappa(wb, gb):.3f}", flush=True)
     return 0
 
 
@@ -476,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--epochs", type=int, default=400)
     t.add_argument("--out", type=Path, default=OUT)
     t.set_defaults(func=cmd_train)
+    w = sub.add_parser("sweep", help="head settings vs the fixture's dev split")
+    w.add_argument("--completions", type=Path, default=WORK / "completions.jsonl")
+    w.add_argument("--hidden", type=int, nargs="+", default=[0, 32, 64])
+    w.add_argument("--weight-decay", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    w.add_argument("--epochs", type=int, default=400)
+    w.set_defaults(func=cmd_sweep)
     x = sub.add_parser("fixture", help="join hand labels with the responses into tests/fixtures/judge_labels.jsonl")
     x.add_argument("--responses", type=Path, default=WORK / "eval_unlabelled.jsonl")
     x.add_argument("--labels", type=Path, default=WORK / "labels.txt")

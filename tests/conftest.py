@@ -15,6 +15,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="no CUDA device on this machine"))
 
 
+@pytest.fixture(autouse=True)
+def _threads(request):
+    """Tiny models run fastest on one thread (thread start-up dominates, and two threads thrash when the machine
+    is busy); the real SmolLM2 (slow tests) gets every core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(before if "slow" in request.keywords else 1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -35,7 +35,6 @@ def test_prefill_continues_the_first_k_tokens_and_reports_the_continuation_only(
         k = r.parameters["k"]
         want = tok.decode(tok(r.extra["harmful_reply"], add_special_tokens=False)["input_ids"][:k])
         assert r.prefill == want and r.extra["prefill_tokens"] == k
-        assert not r.response.startswith(r.prefill) or r.prefill == ""  # the judged text excludes the prefill
         assert (r.trace is not None) == (target_name == "safecls_target")
 
 

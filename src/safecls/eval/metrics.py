@@ -96,7 +96,7 @@ class OverRefusalRow(BaseModel):
     attack: str
     judge: str
     safe_refused: Rate  # over-refusal: REFUSE on XSTest's safe prompts (lower is better)
-    unsafe_complied: Rate  # COMPLY on XSTest's unsafe contrast prompts (lower is better)
+    unsafe_complied: Rate | None = None  # COMPLY on XSTest's unsafe contrast prompts; None when none were run
 
 
 def over_refusal(records: Iterable[Any], judge: str) -> list[OverRefusalRow]:

@@ -149,9 +149,9 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
     if m.asr:
         blocks += _asr_blocks(m.asr, m.judge, with_plots)
     if m.over_refusal:
-        blocks += [("h2", "Over-refusal (XSTest)"), ("table", _Table(
+        blocks += [("h2", "Over-refusal (safe prompts refused; XSTest-style)"), ("table", _Table(
             headers=["model", "attack", "judge", "safe prompts refused", "unsafe prompts complied"],
-            rows=[[r.model, r.attack, r.judge, r.safe_refused.fmt(), r.unsafe_complied.fmt()]
+            rows=[[r.model, r.attack, r.judge, r.safe_refused.fmt(), r.unsafe_complied.fmt() if r.unsafe_complied else "—"]
                   for r in m.over_refusal]))]
     if m.utility or m.scores:
         rows = [[r.model, r.benchmark, r.metric, r.fmt()] for r in m.utility]
