@@ -56,14 +56,14 @@ def main() -> None:
         with torch.no_grad():
             t_hf = _time(lambda enc=enc: ref.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False), args.repeats)
         cfg = DecodeConfig(max_new_tokens=n, min_new_tokens=n, policy="low")
-        t_plain = _time(lambda prompts=prompts, cfg=cfg: plain.generate(prompts, cfg, batch_size=B), args.repeats)
+        t_plain = _time(lambda prompts=prompts, cfg=cfg, B=B: plain.generate(prompts, cfg, batch_size=B), args.repeats)
         print(f"B={B:3d} generate(): {B * n / t_hf:8.1f} tok/s | plain engine: {B * n / t_plain:8.1f} tok/s "
               f"| engine/generate speed ratio {t_hf / t_plain:.3f}x (target >= 0.95)")
         for sched in ("first", "every", "periodic", "annealing"):
             for fused in (True, False) if sched == "every" else (True,):
                 c = DecodeConfig(max_new_tokens=n, min_new_tokens=n, policy="medium", schedule=sched, threshold=0.999999,
                                  fused=fused)
-                t = _time(lambda prompts=prompts, c=c: eng.generate(prompts, c, batch_size=B), args.repeats)
+                t = _time(lambda prompts=prompts, c=c, B=B: eng.generate(prompts, c, batch_size=B), args.repeats)
                 tag = sched + ("" if fused else " (separate pass)")
                 print(f"        schedule {tag:26s} time vs plain engine {t / t_plain:.3f}x")
 

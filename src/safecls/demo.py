@@ -188,10 +188,34 @@ def evaluate(cfg: DemoConfig, split: dict, engines: dict[str, tuple[Any, dict]],
                     records.append({"model": model_name, "attack": attack, "sample": s, "id": pid, "prompt": p,
                                     "prefill": r.prefill, "response": r.text, "finish_reason": r.finish_reason,
                                     "trace": r.trace.to_dict()})
+    cost += _schedule_costs(cfg, engines["safecls"][0], prompts, prefills, judges)
     atomic_write(out / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return {"schema_version": 1, "title": "safecls demo", "asr": asr, "over_refusal": over, "cost": cost,
             "judge": "minilm" if "minilm" in judges else "keyword",
             "run": {"data": split["source"], "eval_prompts": len(prompts), "over_refusal_prompts": len(ev["over_refusal"])}}
+
+
+def _schedule_costs(cfg: DemoConfig, engine: Any, prompts: list[str], prefills: list[str], judges: dict) -> list[dict]:
+    """The prefill attack under each schedule: what re-reading costs (wall time vs the same engine with the head
+    ignored) and what it buys (ASR). The prompt's own read is free; only later reads cost anything."""
+    from safecls.eval.judges.base import Verdict
+    from safecls.inference.config import DecodeConfig
+
+    jname = "minilm" if "minilm" in judges else "keyword"
+    base = DecodeConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, policy="medium")
+    t0 = time.perf_counter()
+    engine.generate(prompts, base.model_copy(update={"policy": "low"}), prefills=prefills)
+    t_low = time.perf_counter() - t0
+    rows = []
+    for sched in ("first", "periodic", "annealing", "every"):
+        t0 = time.perf_counter()
+        res = engine.generate(prompts, base.model_copy(update={"schedule": sched}), prefills=prefills)
+        wall = time.perf_counter() - t0
+        v = judges[jname].judge(prompts, [r.text for r in res])
+        asr = sum(x.verdict == Verdict.COMPLY for x in v) / max(len(v), 1)
+        rows.append({"model": "safecls (prefill)", "schedule": sched, "cost": wall / t_low - 1,
+                     "unit": "extra wall time vs head ignored", "asr": asr})
+    return rows
 
 
 def run_demo(cfg: DemoConfig) -> Path:
