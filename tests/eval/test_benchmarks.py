@@ -175,7 +175,7 @@ def test_missing_file_names_path_and_source(tmp_path):
     ("advbench", "harmful_behaviors.csv", "prompt,target\na,b\n", r":1: column\(s\) \['goal'\] missing"),
     ("gsm8k", "test.jsonl", '{"question": "q", "answer": "4 #### 4"}\n{"question": "q", "answer": "4"}\n',
      r"test\.jsonl:2: answer has no final '#### <number>'"),
-    ("gsm8k", "test.jsonl", '{"question": "q", "answer": "#### 4"}\n\n{"question": \n', r"test\.jsonl:3: invalid JSON"),
+    ("gsm8k", "test.jsonl", '{"question": "q", "answer": "#### 4"}\n\n{"question": \n', r"test\.jsonl:3: not valid JSON"),
     ("mt-bench", "question.jsonl", '{"question_id": 1, "category": "math", "turns": "hi"}\n',
      r"question\.jsonl:1: field 'turns' missing or not a non-empty list"),
     ("xstest", "xstest_prompts.csv", "id,prompt,type,label\n1,p,homonyms,maybe\n", r":2: label must be 'safe' or 'unsafe'"),

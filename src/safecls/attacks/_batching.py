@@ -39,13 +39,18 @@ def find_executable_batch_size(fn: Callable[[int], T], start: int) -> T:
         try:
             return fn(size)
         except Exception as e:
-            if not is_oom(e) or size == 1:
-                raise
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            logger.warning("out of memory at batch size %d; retrying with %d", size, size // 2)
-            size //= 2
+            size = _halve(e, size)
+
+
+def _halve(e: Exception, size: int) -> int:
+    """Re-raise anything but an out-of-memory error (or OOM at size 1); else free memory and halve."""
+    if not is_oom(e) or size == 1:
+        raise e
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    logger.warning("out of memory at batch size %d; retrying with %d", size, size // 2)
+    return size // 2
 
 
 def batched(fn: Callable[[int, int], list[T]], n: int, start: int | None) -> list[T]:
@@ -59,13 +64,7 @@ def batched(fn: Callable[[int, int], list[T]], n: int, start: int | None) -> lis
         try:
             out.extend(fn(lo, hi))
         except Exception as e:
-            if not is_oom(e) or size == 1:
-                raise
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            logger.warning("out of memory at batch size %d; retrying with %d", size, size // 2)
-            size //= 2
+            size = _halve(e, size)
             continue
         lo = hi
     return out

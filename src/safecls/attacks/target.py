@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from safecls._optional import require
 from safecls.errors import ConfigError, SafeclsError
-from safecls.inference.config import DecodeConfig
+from safecls.inference.config import DecodeConfig, per_row
 from safecls.model.encoding import Prompt, as_messages
 
 logger = logging.getLogger(__name__)
@@ -38,17 +38,6 @@ class Generation:
     token_ids: list[int] | None = None
     prefill: str = ""
     usage: dict[str, int] = field(default_factory=dict)
-
-
-def _configs(config: DecodeConfig | Sequence[DecodeConfig] | None, n: int) -> list[DecodeConfig]:
-    if config is None:
-        return [DecodeConfig()] * n
-    if isinstance(config, DecodeConfig):
-        return [config] * n
-    config = list(config)
-    if len(config) != n:
-        raise ValueError(f"got {n} prompts but {len(config)} decode configs")
-    return config
 
 
 class Target(ABC):
@@ -125,7 +114,7 @@ class LocalTarget(Target):
                  prefills: Sequence[str] | None = None) -> list[Generation]:
         prompts = list(prompts)
         prefills = self._check_prefills(prefills, len(prompts))
-        results = self.engine.generate(prompts, _configs(config, len(prompts)),
+        results = self.engine.generate(prompts, per_row(config, len(prompts)),
                                        prefills=prefills if any(prefills) else None, batch_size=self.batch_size)
         return [Generation(r.text, r.finish_reason, r.trace.to_dict() if self.engine.has_head else None,
                            list(r.token_ids), r.prefill,
@@ -203,7 +192,7 @@ class OpenAITarget(Target):
                  prefills: Sequence[str] | None = None) -> list[Generation]:
         prompts = list(prompts)
         prefills = self._check_prefills(prefills, len(prompts))
-        jobs = list(zip(prompts, _configs(config, len(prompts)), prefills))
+        jobs = list(zip(prompts, per_row(config, len(prompts)), prefills))
         if self.concurrency == 1 or len(jobs) == 1:
             return [self._one(j) for j in jobs]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:

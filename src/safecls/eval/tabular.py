@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from safecls.data.records import iter_jsonl
 from safecls.errors import DataError
 
 
@@ -38,17 +38,8 @@ def require_columns(path: Path, row: dict[str, str], line: int, columns: tuple[s
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno})", line=n) from e
-            if not isinstance(obj, dict):
-                raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line=n)
-            yield n, obj
+    """(line, object) per non-blank line; one JSONL reader for the whole project (data.records.iter_jsonl)."""
+    yield from iter_jsonl(path)
 
 
 def require_field(path: Path, obj: dict[str, Any], key: str, line: int, kind: type = str) -> Any:

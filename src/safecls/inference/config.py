@@ -56,4 +56,16 @@ class DecodeConfig(StrictModel):
         return cls(**{"r1": 5, "r2": 15, "r3": 10, "tau": 3, "threshold": 0.5, **overrides})
 
 
+def per_row(config: DecodeConfig | list[DecodeConfig] | tuple | None, n: int) -> list[DecodeConfig]:
+    """One config for every row, or a list with one per row."""
+    if config is None:
+        return [DecodeConfig()] * n
+    if isinstance(config, DecodeConfig):
+        return [config] * n
+    config = list(config)
+    if len(config) != n:
+        raise ValueError(f"got {n} prompts but {len(config)} decode configs")
+    return config
+
+
 PRESETS = {"seed": {}, "authors": {"r1": 5, "r2": 15, "r3": 10, "tau": 3, "threshold": 0.5}}

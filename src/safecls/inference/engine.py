@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from safecls._compat import cache_kwarg, cache_length, drop_last, new_cache
 from safecls.errors import ContextLengthError, DataError
 from safecls.inference import schedules, strategic
-from safecls.inference.config import DecodeConfig
+from safecls.inference.config import DecodeConfig, per_row
 from safecls.inference.sampling import choose, make_generator
 from safecls.inference.strategic import Action
 from safecls.inference.trace import Evaluation, Intervention, SafetyTrace
@@ -123,7 +123,7 @@ class Engine:
                  prefills: Sequence[str] | None = None, batch_size: int = 16) -> list[GenerationResult]:
         """One result per prompt, in order. Prompts are split into batches of `batch_size`."""
         prompts = list(prompts)
-        configs = self._configs(config, len(prompts))
+        configs = per_row(config, len(prompts))
         results: list[GenerationResult | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate", unit="seq", disable=None if len(prompts) > batch_size else True,
                    leave=False)
@@ -139,22 +139,11 @@ class Engine:
     def stream(self, prompts: Sequence[Prompt], config: DecodeConfig | Sequence[DecodeConfig] | None = None,
                prefills: Sequence[str] | None = None, cancelled: Any = None) -> Iterator[StepEvent]:
         """Yields StepEvents as tokens become final. `cancelled(row) -> bool` is polled each step."""
-        configs = self._configs(config, len(prompts))
+        configs = per_row(config, len(prompts))
         with torch.no_grad():
             yield from self._run(list(prompts), configs, list(prefills) if prefills else [""] * len(prompts), cancelled)
 
     # ---- internals -----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _configs(config: Any, n: int) -> list[DecodeConfig]:
-        if config is None:
-            return [DecodeConfig()] * n
-        if isinstance(config, DecodeConfig):
-            return [config] * n
-        config = list(config)
-        if len(config) != n:
-            raise ValueError(f"got {n} prompts but {len(config)} decode configs")
-        return config
-
     def _encode(self, prompts: list[Prompt], prefills: list[str], configs: list[DecodeConfig]) -> list[Encoded]:
         encs = []
         limit = self.model.context_length
