@@ -129,10 +129,12 @@ class Engine:
                    leave=False)
         for i in range(0, len(prompts), batch_size):
             sl = slice(i, i + batch_size)
-            for ev in self.stream(prompts[sl], configs[sl], None if prefills is None else list(prefills)[sl]):
-                if ev.finished:
-                    results[i + ev.row] = ev.result
-                    bar.update(1)
+            pre = list(prefills)[sl] if prefills else [""] * len(prompts[sl])
+            with torch.no_grad():
+                for ev in self._run(prompts[sl], configs[sl], pre, None, deltas=False):
+                    if ev.finished:
+                        results[i + ev.row] = ev.result
+                        bar.update(1)
         bar.close()
         return results  # type: ignore[return-value]
 
@@ -177,7 +179,9 @@ class Engine:
     def _p(self, h: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model.head(h).float(), -1)[..., 1]
 
-    def _run(self, prompts, configs, prefills, cancelled) -> Iterator[StepEvent]:
+    def _run(self, prompts, configs, prefills, cancelled, deltas: bool = True) -> Iterator[StepEvent]:
+        """deltas=False: only final events (generate() needs no streamed text, and decoding every row's text at
+        every step is the largest per-step overhead at batch 16)."""
         dev = self.model.device
         encs = self._encode(prompts, prefills, configs)
         B = len(encs)
@@ -194,6 +198,7 @@ class Engine:
                 resp = (kinds[b] == Kind.RESPONSE).nonzero().flatten()
                 gen_index[b, resp] = torch.arange(n_pre, device=dev)
         cls_visible = [self._cls_visible(r.cfg) for r in rows]
+        vis = torch.tensor(cls_visible, dtype=torch.bool, device=dev)
 
         # prefill: the prompt's forward, with the [CLS] reading the prompt's content only (R1/R2 start)
         allow = routing.allowed(kinds, "sft")
@@ -218,7 +223,7 @@ class Engine:
         for b, r in enumerate(rows):
             if not r.finished:
                 pending[b] = self._pick(r, logits[b])
-        yield from self._emit(rows)
+        yield from self._emit(rows, deltas)
 
         while not all(r.finished for r in rows):
             if cancelled is not None:
@@ -243,10 +248,7 @@ class Engine:
             kinds_ext = torch.cat([kinds, new_kind[:, None]], 1)
             gen_ext = torch.cat([gen_index, new_gen[:, None]], 1)
             Tc = kinds.shape[1]
-            tok_row = (kinds != Kind.PAD) & (kinds != Kind.EVAL)
-            for b in range(B):
-                if not cls_visible[b]:
-                    tok_row[b] &= kinds[b] != Kind.CLS
+            tok_row = (kinds != Kind.PAD) & (kinds != Kind.EVAL) & ((kinds != Kind.CLS) | vis[:, None])
             tok_row = torch.cat([tok_row & live[:, None], torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
             spans = [strategic.span(r.state, r.cfg, t_row[b]) if due[b] else (0, 0) for b, r in enumerate(rows)]
             if any_due:
@@ -302,8 +304,8 @@ class Engine:
                     continue
                 pending[b] = self._pick(r, logits[b])
             kinds, gen_index = self._crop_dead_tail(kinds, gen_index, cache)
-            yield from self._emit(rows)
-        yield from self._emit(rows)  # rows finished by cancellation alone still get their final event
+            yield from self._emit(rows, deltas)
+        yield from self._emit(rows, deltas)  # rows finished by cancellation alone still get their final event
 
     # ---- row helpers -------------------------------------------------------------------------------------------------
     def _cls_visible(self, cfg: DecodeConfig) -> bool:
@@ -369,7 +371,7 @@ class Engine:
                 raise RuntimeError(f"cache length {cache_length(cache)} != tracked slots {kinds.shape[1]}")
         return kinds, gen_index
 
-    def _emit(self, rows: list[_Row]) -> Iterator[StepEvent]:
+    def _emit(self, rows: list[_Row], deltas: bool = True) -> Iterator[StepEvent]:
         for b, r in enumerate(rows):
             if getattr(r, "_done_emitted", False):
                 continue
@@ -385,6 +387,8 @@ class Engine:
                                        prefill=self.tok.decode(r.tokens[: r.n_prefill], skip_special_tokens=True))
                 r.trace.final_rule = r.state.rule
                 yield StepEvent(b, delta, last_p, True, r.finish_reason, res)
+                continue
+            if not deltas:
                 continue
             # tokens at or after a pending trigger may still be rolled back: hold them back
             safe = r.tokens if r.state.rule != "R3" else r.tokens[: max(r.state.s_t, r.n_prefill)]
