@@ -3,7 +3,7 @@
     python benchmarks/bench_judge.py [--n 512] [--batch-size 64] [--threads N]
 
 Uses the labelled fixture's responses (real SmolLM2 replies, up to 600 characters) with their prompts from
-../shared/data, repeated to --n. The embedder loads (and warms up) before the clock starts: loading is a one-off.
+../shared/data, repeated to --n. The encoder loads (and warms up) before the clock starts: loading is a one-off.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=64, help="embedder batch size")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per encoder forward")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = p.parse_args()
@@ -28,7 +28,7 @@ def main() -> None:
 
     from safecls.eval.benchmarks import load_benchmark
     from safecls.eval.judges.base import JUDGES
-    from safecls.eval.judges.embedding import MiniLMJudge
+    from safecls.eval.judges.minilm import MiniLMJudge
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -18,6 +18,8 @@ CHATML = (
 @functools.cache
 def _tokenizer_dir() -> str:
     """A real byte-level BPE tokenizer trained on a few sentences, saved once per session."""
+    import atexit
+    import shutil
     import tempfile
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -39,6 +41,7 @@ def _tokenizer_dir() -> str:
                                   bos_token="<|im_start|>", unk_token="<|endoftext|>")
     tok.chat_template = CHATML
     d = tempfile.mkdtemp(prefix="safecls-tok-")
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     tok.save_pretrained(d)
     return d
 

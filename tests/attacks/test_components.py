@@ -126,16 +126,13 @@ def test_the_taxonomy_has_40_techniques_and_unknown_names_are_listed(shared_data
         PAPConfig(taxonomy_file=path, techniques=["Logical Apeal"]).selected()
 
 
-def test_pap_failed_paraphrase_is_an_error_record_not_a_response():
+def test_pap_failed_paraphrase_is_an_error_record_not_a_response(tmp_path):
     from safecls.attacks import ATTACKS, AttackItem
 
     attacker = ScriptedTarget(answer=lambda p: "I'm sorry, I cannot help.")
     target = ScriptedTarget()
     tax = "{technique}: {request}"
-    import tempfile
-    from pathlib import Path
-
-    d = Path(tempfile.mkdtemp())
+    d = tmp_path
     (d / "t.jsonl").write_text(json.dumps({"ss_technique": "Logical Appeal", "ss_definition": "d", "ss_example": "e"}) + "\n")
     [rec] = ATTACKS.get("pap")(attacker=attacker).run(
         target, [AttackItem(id="p/0", prompt="Do X")],

@@ -25,7 +25,7 @@ def test_html_is_self_contained_with_tables_and_png_plots(tmp_path, example_metr
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for _, data in images)
     assert not re.search(r'(src|href)="(?!data:)', text)  # no external assets
     assert "<h1>Example &lt;report&gt;</h1>" in text  # escaped
-    assert text.count("<table>") == 8  # run, ASR, ASR by category, XSTest, utility, agreement, probing, cost
+    assert text.count("<table>") == 9  # run, ASR, judge validation, ASR by category, XSTest, utility, agreement, probing, cost
     assert "<td>90.0% [82.6, 94.5] (n=100)</td>" in text  # base / none / advbench with its Wilson interval
     assert "<td>Malware</td>" in text and "<td>0.400</td>" in text  # per-category row; kappa above the diagonal
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left nothing behind
@@ -94,3 +94,17 @@ def test_every_asr_is_shown_per_judge_side_by_side(tmp_path):
     text = md.read_text()
     assert "| model | attack | advbench [keyword] | advbench [minilm] |" in text
     assert "10.0%" in text and "70.0%" in text
+
+
+def test_each_judges_agreement_with_the_labelled_set_is_shown_beside_its_asr(tmp_path):
+    from safecls.eval.judges.validation import judge_validation
+
+    shipped = judge_validation()
+    assert {"minilm", "keyword", "keyword-harmbench"} <= set(shipped)  # written by train_judge.py evaluate --write
+    row = {"model": "m", "benchmark": "advbench", "attack": "direct", "category": "all", "n": 10, "lo": 0.0, "hi": 1.0}
+    metrics = {"asr": [{**row, "judge": j, "k": 1, "rate": 0.1} for j in ("keyword", "minilm", "my-endpoint")]}
+    text = write_report(tmp_path, metrics, with_plots=False)[0].read_text()
+    v = shipped["minilm"]
+    assert f"| minilm | {v['n']} | {v['acc']:.3f} / {v['kappa']:.3f} |" in text
+    assert f"| keyword | {shipped['keyword']['n']} | {shipped['keyword']['acc']:.3f}" in text
+    assert "| my-endpoint | — | not measured against the labelled set |" in text

@@ -157,6 +157,16 @@ def test_initially_malicious_starts_with_refusal_prefix(monkeypatch):
     assert res.trace.evaluations[0].rule == "prompt" and res.trace.evaluations[1].rule == "R1"
 
 
+def test_refusal_after_a_prefill_is_a_separate_word(monkeypatch):
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    eng = Engine(model)
+    monkeypatch.setattr(eng, "_p", _Scripted(eng, [0.95]))
+    res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20),
+                       prefills=["Sure, here is how to bake bread"])[0]
+    assert res.prefill + res.text == "Sure, here is how to bake bread" + res.text
+    assert res.text.startswith(" " + DecodeConfig().refusal_prefix)  # not "...breadSorry, I cannot"
+
+
 def test_stop_strings_and_streaming_deltas_add_up():
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
@@ -188,3 +198,20 @@ def test_bad_input_errors():
             validate(DecodeConfig, bad)
     assert Kind.EVAL > Kind.RESPONSE
     assert UnknownNameError  # the registry error family is shared with schedules via the config literal
+
+
+def test_rollback_point_moves_back_over_an_opening_the_model_already_wrote():
+    from types import SimpleNamespace
+
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    eng, tok = Engine(model), model.tokenizer
+
+    def at(text: str, n_prefill: int = 0) -> str:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        r = SimpleNamespace(tokens=ids, n_prefill=n_prefill, cfg=DecodeConfig())
+        return tok.decode(ids[: eng._before_refusal_opening(r, len(ids))])
+
+    assert at("Mix flour and water. Sorry") == "Mix flour and water."  # no "Sorry Sorry, I cannot ..."
+    assert at("Sorry, I") == ""
+    assert at("Mix flour and water.") == "Mix flour and water."
+    assert at("Sorry", n_prefill=1) == "Sorry"  # a prefill is the user's text: never rolled back

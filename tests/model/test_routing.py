@@ -114,3 +114,50 @@ def test_flex_mask_mod_matches_dense_mask(stage):
     for side in ("left", "right"):
         kinds = collate(encs, 99, 2, side=side).kinds
         torch.testing.assert_close(flex_dense_equivalent(kinds, stage), allowed(kinds, stage))
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])  # tied and untied embeddings
+def test_lora_lm_logits_equal_peft_output_layer_except_the_masked_cls_column(arch):
+    from safecls.model import LoraOptions
+
+    torch.manual_seed(0)
+    model, tok = tiny_model(arch)
+    m = SafeClsModel.from_base(model, tok, lora=LoraOptions(r=4))
+    for name, p in m.base.named_parameters():  # a trained [CLS] row: the delta differs from its init
+        if "trainable_tokens_delta" in name:
+            with torch.no_grad():
+                p.add_(torch.randn_like(p))
+    hidden = torch.randn(5, model.config.hidden_size, requires_grad=True)
+    got = m.lm_logits(hidden)
+    want = m.lm_head(hidden)  # peft's own path (reads the delta row when the output layer is tied)
+    keep = torch.arange(got.shape[-1]) != m.cls_token_id
+    torch.testing.assert_close(got[:, keep], want[:, keep], atol=1e-6, rtol=1e-6)
+    assert torch.isneginf(got[:, m.cls_token_id]).all()
+    # no gradient reaches the output layer's weights (LoRA: they are frozen; the [CLS] column is masked)
+    got[:, keep].sum().backward()
+    assert hidden.grad is not None and float(hidden.grad.abs().sum()) > 0
+    out_params = [p for p in m.lm_head.parameters() if p.requires_grad]
+    assert all(p.grad is None for p in out_params)
+
+
+@pytest.mark.slow  # HF compiles flex_attention (~30 s on CPU, once per process)
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_flex_attention_forward_matches_the_dense_routing(stage, tmp_path):
+    from safecls.errors import ModelError
+
+    for arch in ("llama", "qwen2"):
+        model, tok = tiny_model(arch)
+        m = SafeClsModel.from_base(model, tok)
+        encs = [encode_pair(tok, p, r) for p, r in zip(PROMPTS, RESPONSES)]
+        batch = collate(encs, m.cls_token_id, tok.pad_token_id, side="right")
+        real = batch.kinds != Kind.PAD
+        with torch.no_grad():  # PyTorch's FlexAttention has no CPU backward: training with it needs CUDA
+            dense = m.run_backbone(batch.kinds, stage, input_ids=batch.input_ids)
+            m.use_attention("flex")
+            flex = m.run_backbone(batch.kinds, stage, input_ids=batch.input_ids)
+        torch.testing.assert_close(flex[real], dense[real], atol=1e-5, rtol=1e-5)
+        m.save_pretrained(tmp_path / arch)
+        assert SafeClsModel.from_pretrained(tmp_path / arch).attention == "dense"  # a runtime choice, not saved
+    gpt2, tok = tiny_model("gpt2")
+    with pytest.raises(ModelError, match="attention: dense"):
+        SafeClsModel.from_base(gpt2, tok).use_attention("flex")

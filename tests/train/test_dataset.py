@@ -69,17 +69,27 @@ def test_tokenize_cuts_long_responses_and_drops_long_prompts(tmp_path):
     assert items[0].enc.kinds[-1] == Kind.RESPONSE
 
 
-def test_masked_prefix_tokens_are_not_targets(tmp_path):
+def test_masked_prefix_is_routed_as_response_but_never_a_target(tmp_path):
+    from safecls.model.encoding import collate
+    from safecls.model.safecls_model import lm_target_positions
+
     tok = tiny_tokenizer()
     reply = "Mix flour and water. Sorry, I cannot fulfill your request."
     row = {**_chat("bake", reply, 1), "masked_prefix_chars": len("Mix flour and water. ")}
     item = tokenize(read_records(write_jsonl(tmp_path / "d.jsonl", [row]), "sft"), tok, 256)[0]
     n_prompt = len(encode_prompt(tok, [{"role": "user", "content": "bake"}]))
-    tail = list(zip(item.enc.ids[n_prompt:], item.enc.kinds[n_prompt:]))
-    masked = tok.decode([t for t, k in tail if k == Kind.TEMPLATE])
-    trained = tok.decode([t for t, k in tail if k == Kind.RESPONSE])
-    assert masked.strip() == "Mix flour and water."
-    assert trained.startswith("Sorry") and "flour" not in trained
+    tail = item.enc.ids[n_prompt:]
+    assert all(k == Kind.RESPONSE for k in item.enc.kinds[n_prompt:])  # routed as at inference: it reads [CLS]
+    skipped = tok.decode([t for t, u in zip(tail, item.enc.untargeted[n_prompt:]) if u])
+    assert skipped.strip() == "Mix flour and water."
+    # the LM targets are exactly the refusal (and eos): none of the harmful prefix
+    batch = collate([item.enc], cls_token_id=0, pad_token_id=tok.pad_token_id, side="right")
+    _, targets = lm_target_positions(batch, "response")
+    trained = tok.decode(targets.tolist(), skip_special_tokens=True)
+    assert trained.startswith("Sorry") and "flour" not in trained and trained.endswith("request.")
+    # without the mask every response token is a target
+    plain = collate([type(item.enc)(item.enc.ids, item.enc.kinds)], 0, tok.pad_token_id, side="right")
+    assert "flour" in tok.decode(lm_target_positions(plain, "response")[1].tolist())
 
 
 def test_order_resumes_exactly_and_covers_each_epoch():

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safecls.errors import DataError
 from safecls.eval import plots
 from safecls.eval.agreement import AgreementMatrix
+from safecls.eval.judges.validation import validation_line
 from safecls.eval.metrics import ALL, AsrRow, OverRefusalRow
 from safecls.eval.wilson import Rate
 from safecls.io import atomic_write
@@ -197,6 +198,10 @@ def _asr_blocks(rows: Sequence[AsrRow], judge: str | None, with_plots: bool) -> 
         ("table", _Table(headers=["model", "attack", *(f"{b} [{j}]" if len(judges) > 1 else b for b, j in cols)],
                          rows=[[m, a, *(cells[(m, a, b, j)].fmt() if (m, a, b, j) in cells else "—" for b, j in cols)]
                                for m, a in pairs])),
+        ("p", "How far each judge agrees with responses labelled by reading (held-out split of safecls's labelled set; "
+              "docs/judge_labelling_guide.md):"),
+        ("table", _Table(headers=["judge", "n", "accuracy / kappa", "COMPLY-vs-not accuracy / kappa", "labelled set"],
+                         rows=[validation_line(j) for j in judges])),
     ]
     if with_plots:
         main = judge if judge in judges else (judges[0] if judges else None)

@@ -289,7 +289,7 @@ class Engine:
                     action, at = strategic.after_eval(r.state, r.cfg, t_row[b], p)
                     r.trace.evaluations.append(Evaluation(t_row[b], p, rule, spans[b]))
                     if action != Action.NONE:
-                        at = max(at, r.n_prefill)
+                        at = self._before_refusal_opening(r, max(at, r.n_prefill))
                         dead = gen_index[b] >= at
                         kinds[b, dead] = int(Kind.PAD)
                         gen_index[b, dead] = -1
@@ -324,13 +324,27 @@ class Engine:
             seen = torch.tensor(r.prompt_ids + r.tokens, dtype=torch.long, device=logits.device)
         return choose(logits, r.cfg, seen, r.gen)
 
+    def _before_refusal_opening(self, r: _Row, at: int) -> int:
+        """Move a rollback point back over generated tokens that already open the refusal ("Sorry", "Sorry, I"), so
+        the inserted refusal prefix does not repeat them ("Sorry Sorry, I cannot ...")."""
+        opening = r.cfg.refusal_prefix.strip()
+        best = at
+        for j in range(at - 1, r.n_prefill - 1, -1):  # a word may span tokens ("So", "rr", "y"): try every start
+            text = self.tok.decode(r.tokens[j:at], skip_special_tokens=True).strip()
+            if len(text) > len(opening):
+                break
+            if text and opening.startswith(text):
+                best = j
+        return best
+
     def _intervene(self, r: _Row, action: Action, *, at: int, step: int) -> None:
         r.trace.extra_tokens += len(r.tokens) - at
         r.tokens = r.tokens[:at]
         r.forced = []
         r.trace.interventions.append(Intervention(action.value, at, step))
         kept = self._continuation(r, r.tokens)
-        lead = "" if not kept or kept.endswith((" ", "\n")) else " "
+        before = kept or self.tok.decode(r.tokens[:r.n_prefill], skip_special_tokens=True)  # else the prefill's end
+        lead = "" if not before or before.endswith((" ", "\n")) else " "
         if action == Action.FIXED_REFUSAL:  # keep what was final before the trigger, then refuse and stop
             r.text = kept + lead + r.cfg.fixed_refusal
             r.finished, r.finish_reason = True, "content_filter"

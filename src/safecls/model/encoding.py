@@ -29,6 +29,8 @@ CONTENT_ROLES = ("user", "assistant", "tool")
 class Encoded:
     ids: list[int]
     kinds: list[int]
+    # True: a token routed as its kind says but never an LM target (Qi et al.'s harmful prefix before a refusal).
+    untargeted: list[bool] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -41,10 +43,12 @@ class Batch:
     input_ids: torch.Tensor
     kinds: torch.Tensor
     labels: torch.Tensor | None = None
+    untargeted: torch.Tensor | None = None  # (B, T) bool: tokens that are never LM targets (see Encoded)
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
-            self.input_ids.to(device), self.kinds.to(device), None if self.labels is None else self.labels.to(device)
+            self.input_ids.to(device), self.kinds.to(device), None if self.labels is None else self.labels.to(device),
+            None if self.untargeted is None else self.untargeted.to(device),
         )
 
     @property
@@ -172,15 +176,18 @@ def collate(
     rows = []
     for e in items:
         ids, kinds = list(e.ids), list(e.kinds)
+        untargeted = list(e.untargeted) if e.untargeted is not None else [False] * len(ids)
         if with_cls:
-            ids, kinds = [cls_token_id] + ids, [int(Kind.CLS)] + kinds
-        rows.append((ids, kinds))
+            ids, kinds, untargeted = [cls_token_id] + ids, [int(Kind.CLS)] + kinds, [False] + untargeted
+        rows.append((ids, kinds, untargeted))
     T = max(len(r[0]) for r in rows)
     input_ids = torch.full((len(rows), T), pad_token_id, dtype=torch.long)
     kinds_t = torch.full((len(rows), T), int(Kind.PAD), dtype=torch.long)
-    for i, (ids, kinds) in enumerate(rows):
+    untargeted_t = torch.zeros((len(rows), T), dtype=torch.bool)
+    for i, (ids, kinds, untargeted) in enumerate(rows):
         sl = slice(T - len(ids), T) if side == "left" else slice(0, len(ids))
         input_ids[i, sl] = torch.tensor(ids, dtype=torch.long)
         kinds_t[i, sl] = torch.tensor(kinds, dtype=torch.long)
+        untargeted_t[i, sl] = torch.tensor(untargeted, dtype=torch.bool)
     lab = None if labels is None else torch.tensor(list(labels), dtype=torch.long)
-    return Batch(input_ids, kinds_t, lab)
+    return Batch(input_ids, kinds_t, lab, untargeted_t if bool(untargeted_t.any()) else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from safecls.config import StrictModel
+from safecls.errors import ModelError
 from safecls.model import routing
 from safecls.model.encoding import (
     Batch,
@@ -61,6 +62,7 @@ class SafeClsModel(nn.Module):
         self.cls_token_id = cls_token_id
         self.stage: Stage = stage
         self.base_ref = base_ref
+        self.attention: Literal["dense", "flex"] = "dense"
 
     # ---- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -115,20 +117,52 @@ class SafeClsModel(nn.Module):
     def is_lora(self) -> bool:
         return hasattr(self.base, "peft_config")
 
+    def use_attention(self, attention: Literal["dense", "flex"]) -> None:
+        """How `run_backbone` routes: "dense" additive (B, 1, T, T) masks through SDPA (any device), or "flex"
+        FlexAttention block masks (sparse: fully masked blocks are skipped; training needs CUDA).
+
+        Raises:
+            ModelError: the architecture has no FlexAttention support in transformers.
+        """
+        if attention not in ("dense", "flex"):
+            raise ValueError(f"attention must be 'dense' or 'flex', got {attention!r}")
+        try:
+            self.causal_lm.set_attn_implementation("flex_attention" if attention == "flex" else "sdpa")
+        except (ValueError, ImportError) as e:
+            raise ModelError(f"{type(self.causal_lm).__name__} cannot run attention: {attention} ({e}). "
+                             "Fix: attention: dense") from e
+        self.attention = attention
+
     def run_backbone(self, kinds: torch.Tensor, stage: Stage, *, input_ids: torch.Tensor | None = None,
                      inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) -> (B, T, H) final-layer states under the stage's routing (dense additive mask)."""
-        mask = routing.dense_mask(kinds, stage, self.dtype)
+        """(B, T) -> (B, T, H) final-layer states under the stage's routing (see `use_attention`)."""
+        if self.attention == "flex":
+            mask = routing.flex_block_mask(kinds, stage)
+        else:
+            mask = routing.dense_mask(kinds, stage, self.dtype)
         pos = routing.position_ids(kinds, stage)
         out = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=pos,
                             use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(hidden)
+        """Next-token logits with the [CLS] column at -inf: [CLS] is never generated, so neither a loss nor a sampler
+        sees it, and training scores the same distribution the engine samples from."""
+        out = self.lm_head
+        adapter = getattr(out, "token_adapter", None)
+        if adapter is not None:
+            # LoRA on tied embeddings: peft wraps the output layer to carry the trainable [CLS] row. That row is masked
+            # anyway, so read the frozen base weight; otherwise autograd computes a full (V, H) weight gradient just to
+            # keep one row of it (~7% of an sft step on SmolLM2).
+            base = adapter.base_layer
+            logits = F.linear(hidden, base.weight, getattr(base, "bias", None))
+        else:
+            logits = out(hidden)
         cap = getattr(self.causal_lm.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
+        if self.cls_token_id < logits.shape[-1]:
+            logits = logits.index_fill(-1, torch.tensor([self.cls_token_id], device=logits.device), float("-inf"))
         return logits
 
     def forward_batch(self, batch: Batch, stage: Stage | None = None, *, lm: str | None = None,
@@ -227,6 +261,8 @@ def lm_target_positions(batch: Batch, lm: str) -> tuple[torch.Tensor, torch.Tens
         tgt_ok = (nxt == Kind.QUERY) | (nxt == Kind.RESPONSE) | (nxt == Kind.TEMPLATE)
     else:
         raise ValueError(f"lm must be 'response' or 'all', got {lm!r}")
+    if batch.untargeted is not None:
+        tgt_ok[:, :-1] &= ~batch.untargeted[:, 1:]
     sel = src_ok & tgt_ok
     targets = torch.zeros_like(batch.input_ids)
     targets[:, :-1] = batch.input_ids[:, 1:]

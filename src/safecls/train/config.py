@@ -60,7 +60,9 @@ class TrainConfig(StrictModel):
                                                                        "mixed precision on CUDA. bf16 keeps fp32 "
                                                                        "master weights.")
     attention: Literal["dense", "flex"] = Field("dense", description="dense: additive routing masks (any device). "
-                                                                     "flex: FlexAttention block masks (CUDA only).")
+                                                                     "flex: FlexAttention block masks (CUDA only: no "
+                                                                     "block-sparse backward on CPU; Llama-family "
+                                                                     "models, not GPT-2).")
 
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:

@@ -119,14 +119,17 @@ def fingerprint(path: str | Path) -> str:
 
 def _response_kinds(tokenizer: Any, response: str, masked_prefix_chars: int) -> Encoded:
     """Response tokens as the model emits them (eos included). Tokens inside a masked prefix (Qi et al.
-    augmentation) get kind TEMPLATE: no LM target, unseen by [CLS], not attending [CLS]."""
+    augmentation) are routed as the response they are at inference, but are no LM target: the model learns to
+    recover from a harmful start, not to write one."""
     enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
-    kinds = [int(Kind.TEMPLATE if a < masked_prefix_chars else Kind.RESPONSE) for a, _ in enc["offset_mapping"]]
+    kinds = [int(Kind.RESPONSE)] * len(ids)
+    untargeted = [a < masked_prefix_chars for a, _ in enc["offset_mapping"]]
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
         kinds.append(int(Kind.RESPONSE))
-    return Encoded(ids, kinds)
+        untargeted.append(False)
+    return Encoded(ids, kinds, untargeted if any(untargeted) else None)
 
 
 def tokenize(records: Sequence[Record], tokenizer: Any, max_length: int) -> list[Item]:
@@ -142,12 +145,14 @@ def tokenize(records: Sequence[Record], tokenizer: Any, max_length: int) -> list
         prompt = encode_prompt(tokenizer, r.messages[:-1])
         resp = _response_kinds(tokenizer, r.messages[-1]["content"], r.masked_prefix_chars)
         room = budget - len(prompt)
-        if room < 1 or Kind.RESPONSE not in resp.kinds[:room]:
+        untargeted = resp.untargeted or [False] * len(resp.ids)
+        if room < 1 or all(untargeted[:room]):  # no response token left to learn
             dropped += 1
             logger.debug("%s: dropped: the prompt (%d tokens) leaves no room under max_length %d", r.where,
                          len(prompt), max_length)
             continue
-        items.append(Item(Encoded(prompt.ids + resp.ids[:room], prompt.kinds + resp.kinds[:room]), r.label))
+        untargeted = [False] * len(prompt) + untargeted[:room] if resp.untargeted else None
+        items.append(Item(Encoded(prompt.ids + resp.ids[:room], prompt.kinds + resp.kinds[:room], untargeted), r.label))
     if dropped:
         logger.warning("dropped %d of %d records whose prompt does not fit max_length %d", dropped, len(records),
                        max_length)

@@ -74,11 +74,12 @@ class _Objective(nn.Module):
         super().__init__()
         self.model, self.stage, self.lambda_cls = model, stage, lambda_cls
 
-    def forward(self, input_ids: torch.Tensor, kinds: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    def forward(self, input_ids: torch.Tensor, kinds: torch.Tensor, labels: torch.Tensor,
+                untargeted: torch.Tensor | None = None) -> dict[str, Any]:
         tapped: list[torch.Tensor] = []
         hook = self.model.head.register_forward_hook(lambda _m, _i, out: tapped.append(out.detach()))
         try:
-            out = self.model.losses(Batch(input_ids, kinds, labels), self.stage, self.lambda_cls)
+            out = self.model.losses(Batch(input_ids, kinds, labels, untargeted), self.stage, self.lambda_cls)
         finally:
             hook.remove()
         out["cls_logits"] = tapped[-1] if tapped else None
@@ -98,12 +99,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def _check_attention(cfg: TrainConfig) -> None:
-    if cfg.attention == "flex":
-        if not torch.cuda.is_available():
-            raise ConfigError("attention: flex needs a CUDA device (FlexAttention block masks); this machine has none. "
-                              "Fix: set attention: dense (the same routing as additive masks)")
-        raise ConfigError("attention: flex is not available yet: SafeClsModel.run_backbone builds dense masks only. "
-                          "Fix: set attention: dense")
+    if cfg.attention == "flex" and not torch.cuda.is_available():
+        raise ConfigError("attention: flex needs a CUDA device (PyTorch's FlexAttention has no backward pass on CPU); "
+                          "this machine has none. Fix: set attention: dense (the same routing as additive masks)")
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
@@ -119,6 +117,7 @@ def _build_model(cfg: TrainConfig):
     from safecls.model import SafeClsModel, load_base
 
     model = SafeClsModel.from_base(*load_base(cfg.model), lora=cfg.lora, stage=cfg.stage, seed=cfg.seed)
+    model.use_attention(cfg.attention)
     if not cfg.with_cls:
         # plain SFT: no [CLS] ever appears, so the head and the [CLS] row get no gradient; freeze them
         model.head.requires_grad_(False)
@@ -150,7 +149,7 @@ def _evaluate(objective: nn.Module, model: Any, items: list[Item], cfg: TrainCon
         for i in range(0, len(items), cfg.batch_size):
             chunk = items[i:i + cfg.batch_size]
             b = make_batch(chunk, model.cls_token_id, model.tokenizer.pad_token_id, cfg.with_cls).to(device)
-            out = objective(b.input_ids, b.kinds, b.labels)
+            out = objective(b.input_ids, b.kinds, b.labels, b.untargeted)
             n = len(chunk)
             totals[0] += n
             totals[1] += out["lm"].item() * n
@@ -312,7 +311,7 @@ def _optimizer_step(accelerator: Any, objective: nn.Module, optimizer: Any, trai
         chunk = idx[(a * world + rank) * bs:(a * world + rank + 1) * bs]
         b = make_batch([items[i] for i in chunk], cls_id, pad_id, cfg.with_cls).to(accelerator.device)
         with accelerator.accumulate(objective):  # skips the all-reduce and optimizer.step until the last micro-batch
-            out = objective(b.input_ids, b.kinds, b.labels)
+            out = objective(b.input_ids, b.kinds, b.labels, b.untargeted)
             accelerator.backward(out["loss"])  # divides by grad_accum
             if accelerator.sync_gradients and cfg.max_grad_norm is not None:
                 norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)  # None under DeepSpeed (it clips)

