@@ -98,14 +98,19 @@ def probing_curves(curves: Sequence[ProbingCurve], metric: str) -> bytes:
 
 
 def cost_bars(rows: Sequence[CostRow]) -> bytes:
-    """Extra cost per re-classification schedule (x), one bar per model."""
-    cells = {(r.schedule, r.model): r.cost for r in rows}
-    schedules = list(dict.fromkeys(r.schedule for r in rows))  # keep the caller's order (first, every, ...)
-    models = list(dict.fromkeys(r.model for r in rows))
-    fig = _figure()
-    ax = fig.add_subplot()
-    _grouped_bars(ax, schedules, models, lambda s, m: cells.get((s, m)))
-    units = sorted({r.unit for r in rows})
-    ax.set_ylabel(f"extra cost ({', '.join(units)})")
-    ax.set_title("Cost per re-classification schedule")
+    """Extra cost per re-classification schedule, one bar per model; one panel per unit, so different measures
+    (extra tokens per token, extra wall time) never share an axis."""
+    units = list(dict.fromkeys(r.unit for r in rows))
+    fig = _figure(width=max(7.0, 4.5 * len(units)))
+    axes = fig.subplots(1, len(units), squeeze=False)[0]
+    for ax, unit in zip(axes, units):
+        mine = [r for r in rows if r.unit == unit]
+        cells = {(r.schedule, r.model): r.cost for r in mine}
+        schedules = list(dict.fromkeys(r.schedule for r in mine))  # the caller's order (first, every, ...)
+        models = list(dict.fromkeys(r.model for r in mine))
+        _grouped_bars(ax, schedules, models, lambda s, m, cells=cells: cells.get((s, m)))
+        ax.set_ylabel(unit)
+        if len(models) == 1:  # no legend for a single series: name the model here
+            ax.set_title(models[0], fontsize="medium")
+    fig.suptitle("Cost per re-classification schedule")
     return _png(fig)

@@ -62,7 +62,7 @@ def find_resume_point(cfg: TrainConfig, data_sha256: str) -> ResumePoint | None:
     found = checkpoints(out)
     if not found:
         if cfg.resume:
-            logger.warning("resume: no checkpoint in %s; starting from step 0", out)
+            logger.info("resume: no checkpoint in %s yet; starting from step 0", out)
         return None
     latest = found[-1]
     if not cfg.resume:
