@@ -652,6 +652,69 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_probe_smollm2(args) -> int:
+    """Experiment (nothing shipped): the same task read by SmolLM2-135M (LoRA + a 3-way head on the last token), trained
+    on the hand-labelled real replies only, scored on the fixture. Answers "would a bigger reader close the gap?"."""
+    import torch
+    import torch.nn.functional as F
+    from peft import LoraConfig, get_peft_model
+    from tqdm import tqdm
+
+    from safecls.eval.agreement import cohen_kappa, percent_agreement
+    from safecls.model import load_base
+
+    torch.manual_seed(args.seed)
+    rows = [r for r in build_training_set(args.data, args.completions, args.seed, _cached_embed(WORK / "sentence_embed.npz"))
+            if r[3] in REAL_SOURCES] + labelled_model_rows(args.data)
+    rows = rows[:args.limit] if args.limit else rows
+    lm, tok = load_base("default")
+    tok.padding_side = "left"
+    backbone = get_peft_model(lm.model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                   target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    head = torch.nn.Linear(lm.config.hidden_size, len(LABELS))
+
+    def text(p: str, r: str) -> str:
+        return f"Request: {p[:300]}\nResponse: {r[:600]}\nDoes the response deliver what was requested?"
+
+    def logits(batch: list[tuple[str, str]]) -> torch.Tensor:
+        enc = tok([text(p, r) for p, r in batch], return_tensors="pt", padding=True, truncation=True,
+                  max_length=args.max_tokens)
+        h = backbone(**enc).last_hidden_state[:, -1]  # left padding: the last position is the last real token
+        return head(h)
+
+    y = torch.tensor([LABELS.index(r[2]) for r in rows])
+    counts = torch.bincount(y, minlength=len(LABELS)).float()
+    weight = len(y) / (len(LABELS) * counts.clamp(min=1))
+    params = [p for p in backbone.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr)
+    order = torch.randperm(len(rows)).tolist()
+    backbone.train()
+    for s in tqdm(range(0, len(order), args.batch_size), desc="smollm2 probe", disable=None):
+        idx = order[s:s + args.batch_size]
+        loss = F.cross_entropy(logits([rows[i][:2] for i in idx]), y[idx], weight=weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (s // args.batch_size) % 20 == 0:
+            logger.info("step %d/%d loss %.4f", s // args.batch_size, len(order) // args.batch_size, loss.item())
+    backbone.eval()
+    fixture = fixture_rows(args.data)
+    fixture = [r for r in fixture if r["split"] == "dev"][:args.limit] if args.limit else fixture
+    got = []
+    with torch.inference_mode():
+        for s in range(0, len(fixture), 16):
+            got += [LABELS[k] for k in logits([(r["prompt"], r["response"]) for r in fixture[s:s + 16]]).argmax(1)]
+    for split in ("dev", "heldout"):
+        idx = [i for i, r in enumerate(fixture) if r["split"] == split]
+        if not idx:
+            continue
+        print(agreement_line("smollm2 probe", split, [fixture[i]["label"] for i in idx], [got[i] for i in idx]))
+        base = [i for i in idx if fixture[i]["model"] == "smollm2-135m-instruct"]
+        want_b, got_b = [fixture[i]["label"] for i in base], [got[i] for i in base]
+        print(f"   base-model rows: acc {percent_agreement(want_b, got_b):.3f} kappa {cohen_kappa(want_b, got_b):.3f}")
+    return 0
+
+
 def split_of(item_id: str) -> str:
     """By prompt id, so one prompt never sits in both parts: 40% dev, 60% held out."""
     import hashlib
@@ -788,6 +851,13 @@ def main(argv: list[str] | None = None) -> int:
     c2 = sub.add_parser("calibrate", help="logit offsets chosen on the fixture's dev split, folded into the head")
     c2.add_argument("--head", type=Path, default=OUT)
     c2.set_defaults(func=cmd_calibrate)
+    q = sub.add_parser("probe-smollm2", help="experiment: SmolLM2-135M as the reader (nothing shipped)")
+    q.add_argument("--completions", type=Path, default=WORK / "completions.jsonl")
+    q.add_argument("--lr", type=float, default=2e-4)
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--max-tokens", type=int, default=192)
+    q.add_argument("--limit", type=int, default=None, help="smoke test: this many training rows and dev rows")
+    q.set_defaults(func=cmd_probe_smollm2)
     x = sub.add_parser("fixture", help="join hand labels with the responses into tests/fixtures/judge_labels.jsonl")
     x.add_argument("--responses", type=Path, nargs="+", default=[WORK / "eval_unlabelled.jsonl"])
     x.add_argument("--labels", type=Path, nargs="+", default=[WORK / "labels.txt"])
