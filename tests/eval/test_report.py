@@ -106,5 +106,9 @@ def test_each_judges_agreement_with_the_labelled_set_is_shown_beside_its_asr(tmp
     text = write_report(tmp_path, metrics, with_plots=False)[0].read_text()
     v = shipped["minilm"]
     assert f"| minilm | {v['n']} | {v['acc']:.3f} / {v['kappa']:.3f} |" in text
+    # the two error rates that move an ASR, and where the judge is weak (per model of the labelled set)
+    assert f"| {100 * v['comply_recall']:.0f}% | {100 * v['false_comply_rate']:.0f}% |" in text
+    assert set(v["by_model"]) >= {"smollm2-135m-instruct", "demo-safecls"}
+    assert f"demo-safecls {v['by_model']['demo-safecls']['acc']:.2f}" in text
     assert f"| keyword | {shipped['keyword']['n']} | {shipped['keyword']['acc']:.3f}" in text
     assert "| my-endpoint | — | not measured against the labelled set |" in text

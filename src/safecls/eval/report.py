@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safecls.errors import DataError
 from safecls.eval import plots
 from safecls.eval.agreement import AgreementMatrix
-from safecls.eval.judges.validation import validation_line
+from safecls.eval.judges.validation import VALIDATION_HEADERS, validation_line
 from safecls.eval.metrics import ALL, AsrRow, OverRefusalRow
 from safecls.eval.wilson import Rate
 from safecls.io import atomic_write
@@ -200,8 +200,7 @@ def _asr_blocks(rows: Sequence[AsrRow], judge: str | None, with_plots: bool) -> 
                                for m, a in pairs])),
         ("p", "How far each judge agrees with responses labelled by reading (held-out split of safecls's labelled set; "
               "docs/judge_labelling_guide.md):"),
-        ("table", _Table(headers=["judge", "n", "accuracy / kappa", "COMPLY-vs-not accuracy / kappa", "labelled set"],
-                         rows=[validation_line(j) for j in judges])),
+        ("table", _Table(headers=VALIDATION_HEADERS, rows=[validation_line(j) for j in judges])),
     ]
     if with_plots:
         main = judge if judge in judges else (judges[0] if judges else None)
