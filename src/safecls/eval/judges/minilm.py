@@ -39,7 +39,7 @@ LABELS: tuple[Verdict, ...] = (Verdict.COMPLY, Verdict.REFUSE, Verdict.OFF_TOPIC
 HEAD_VERSION = 2
 PROMPT_TOKENS = 64  # the request is context; its first 64 word pieces say what was asked
 CHUNK_TOKENS = 189  # response word pieces per window: prompt + window + 3 specials = 256, what MiniLM was trained on
-TAIL_MIN_WORDS = 12  # text after a refusal shorter than this is a reason or a sign-off, not an answer: not re-read
+TAIL_MIN_WORDS = 25  # shorter text after a refusal is a reason or a suggested alternative (~2 sentences): not re-read
 
 
 def default_head_dir() -> Path:
