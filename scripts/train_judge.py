@@ -26,7 +26,15 @@ Hand-labelled training replies (scripts/judge_train_labels.jsonl; labels by read
         --exclude runs/judge/styled.jsonl --out runs/judge/styled2.jsonl
     python scripts/train_judge.py --threads 2 --seed 2 styled-completions --include-used --new-styles \
         --exclude runs/judge/styled.jsonl runs/judge/styled2.jsonl --out runs/judge/styled3.jsonl
+    python scripts/train_judge.py --threads 2 --seed 3 styled-completions --plan wide --include-used --new-styles \
+        --reuse-topics --exclude runs/judge/styled.jsonl runs/judge/styled2.jsonl runs/judge/styled3.jsonl \
+        --out runs/judge/styled4.jsonl                                                  # round 4: 1,060 replies
+    python scripts/train_judge.py --threads 2 --seed 4 styled-completions --plan model --include-used \
+        --checkpoint $D/plain-sft/final --name demo-plain-sft --policy low --out runs/judge/styled_plain.jsonl
+    python scripts/train_judge.py --threads 2 --seed 5 styled-completions --plan model --include-used \
+        --checkpoint $D/safecls/final --name demo-safecls --out runs/judge/styled_safecls.jsonl
     python scripts/train_judge.py fixture --out scripts/judge_train_labels.jsonl --responses <files> --labels <files>
+    python scripts/train_judge.py suspects --head runs/judge/head_s5   # 94 rows read blind twice; 6 labels changed
 
 and the labelled fixture (tests/fixtures/judge_labels.jsonl):
 
@@ -279,10 +287,45 @@ STYLED_PLAN = [
     ("direct", 60, 0.0, range(N_ADV_STYLES, len(STYLES))),
     ("decoding", 60, 1.0, range(N_ADV_STYLES, len(STYLES))),
 ]
+_ADV, _MI = range(0, N_ADV_STYLES), range(N_ADV_STYLES, len(STYLES))
+PLANS = {
+    "styled": STYLED_PLAN,
+    # round 4, base model: more of every fixture block, and sampling at the temperatures users try (0.7-1.0)
+    "wide": [("direct", 120, 0.0, _ADV), ("prefill", 200, 0.0, _ADV), ("prefill", 120, 0.8, _ADV),
+             ("decoding", 120, 0.7, _ADV), ("decoding", 120, 1.0, _ADV), ("decoding", 80, 1.5, _ADV),
+             ("direct", 100, 0.0, _MI), ("decoding", 100, 0.7, _MI), ("decoding", 100, 1.0, _MI)],
+    # a fine-tuned checkpoint (plain-SFT, safecls): the fixture's MODEL_EVAL_PLAN blocks, larger
+    "model": [("direct", 60, 0.0, _ADV), ("prefill", 80, 0.0, _ADV), ("decoding", 60, 1.0, _ADV),
+              ("direct", 50, 0.0, _MI), ("decoding", 50, 1.0, _MI)],
+}
+
+
+def _styled_generator(args):
+    """reply(prompts, prefills, temperature, seed) -> (replies including the prefill, extra params): the base model
+    through `generate` (what rounds 1-3 used), or a checkpoint through the decode engine, as users get it."""
+    if str(args.checkpoint) == "default":
+        model, tok = _load_model()
+        return lambda ps, fs, temp, seed: (generate(model, tok, ps, prefills=fs, temperature=temp, seed=seed,
+                                                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size), {})
+    from safecls.attacks.target import LocalTarget
+    from safecls.inference.config import DecodeConfig
+    from safecls.model import SafeClsModel
+
+    target = LocalTarget.from_model(SafeClsModel.from_pretrained(args.checkpoint), batch_size=args.batch_size)
+    policy = {"policy": args.policy, "schedule": args.schedule}
+
+    def reply(ps, fs, temp, seed):
+        cfg = DecodeConfig(max_new_tokens=args.max_new_tokens, temperature=temp, seed=seed if temp > 0 else None,
+                           **policy)
+        gens = target.generate([[{"role": "user", "content": p}] for p in ps], cfg, prefills=fs)
+        return [g.prefill + g.text for g in gens], policy
+
+    return reply
 
 
 def cmd_styled_completions(args) -> int:
-    """Base-model replies to safety-sft topics asked in the evaluation sets' style (STYLED_PLAN), for hand labelling.
+    """Replies to safety-sft topics asked in the evaluation sets' style (PLANS), for hand labelling: the base model's,
+    or a checkpoint's with --checkpoint.
     Prompts closer than --max-similarity (MiniLM cosine) to any AdvBench or MaliciousInstruct prompt are dropped."""
     from safecls.eval.benchmarks import load_benchmark
     from safecls.eval.judges.minilm import sentence_embeddings
@@ -298,8 +341,9 @@ def cmd_styled_completions(args) -> int:
     rng.shuffle(free)
     evals = [it.prompt for b in ("advbench", "maliciousinstruct") for it in load_benchmark(b, args.data / b)]
     eval_emb = sentence_embeddings(evals)
-    plan: list[list[tuple[int, int]]] = []  # per STYLED_PLAN block: (safety-sft row, style)
-    for _, n, _, styles in STYLED_PLAN:
+    blocks = PLANS[args.plan]
+    plan: list[list[tuple[int, int]]] = []  # per block: (safety-sft row, style)
+    for _, n, _, styles in blocks:
         block: list[tuple[int, int]] = []
         while len(block) < n and free:
             i = free.pop()
@@ -313,20 +357,21 @@ def cmd_styled_completions(args) -> int:
                 logger.info("dropped (cosine %.2f to an evaluation prompt): %s", sim, prompt)
                 continue
             block.append((i, style))
+            if args.reuse_topics:  # to the back of the queue: asked again, in another style, once the others were
+                asked.add((i, style))
+                free.insert(0, i)
         plan.append(block)
-    model, tok = _load_model()
+    reply = _styled_generator(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as f:
-        for k, ((attack, _, temp, _), block) in enumerate(zip(STYLED_PLAN, plan)):
+        for k, ((attack, _, temp, _), block) in enumerate(zip(blocks, plan)):
             pairs = [restyle(rows[i]["instruction"], s) for i, s in block]
             prefills = [t for _, t in pairs] if attack == "prefill" else None
-            replies = generate(model, tok, [p for p, _ in pairs], prefills=prefills, temperature=temp,
-                               seed=args.seed + 200 + k, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+            replies, extra = reply([p for p, _ in pairs], prefills, temp, args.seed + 200 + k)
             for (i, s), (p, _), r in zip(block, pairs, replies):
                 params = {"temperature": temp, "top_p": 1.0, "seed": args.seed + 200 + k} if temp > 0 else {"greedy": True}
-                f.write(json.dumps({"id": f"safety-sft/{i}", "style": s, "attack": attack,
-                                    "model": "smollm2-135m-instruct", "params": params, "prompt": p, "response": r},
-                                   ensure_ascii=False) + "\n")
+                f.write(json.dumps({"id": f"safety-sft/{i}", "style": s, "attack": attack, "model": args.name,
+                                    "params": params | extra, "prompt": p, "response": r}, ensure_ascii=False) + "\n")
             f.flush()
     logger.info("wrote %d replies to %s", sum(map(len, plan)), args.out)
     return 0
@@ -878,6 +923,25 @@ def read_labels(path: Path) -> dict[int, str]:
     return out
 
 
+def cmd_suspects(args) -> int:
+    """Training rows whose hand label the judge, trained on them, still gives less than --below: for a blind second
+    and third reading (the file holds no labels). A label is changed only where both blind readings agree against it:
+    these rows are where a reader mistake would teach the judge most, and where the judge's own limits show."""
+    from safecls.eval.judges.minilm import MiniLMJudge
+
+    rows = labelled_model_rows(args.data)
+    raw = [json.loads(line) for line in TRAIN_LABELS.read_text(encoding="utf-8").splitlines()]
+    scored = MiniLMJudge(args.head).probs([r[0] for r in rows], [r[1] for r in rows])
+    picked = [k for k, (r, (_, p)) in enumerate(zip(rows, scored)) if p[LABELS.index(r[2])] < args.below]
+    with args.out.open("w", encoding="utf-8") as f:
+        for n, k in enumerate(picked):
+            f.write(json.dumps({"n": n, "line": k, "id": raw[k]["id"], "attack": raw[k]["attack"], "prompt": rows[k][0],
+                                "response": rows[k][1]}, ensure_ascii=False) + "\n")
+    logger.info("%d of %d training rows below %.2f for their own label -> %s", len(picked), len(rows), args.below,
+                args.out)
+    return 0
+
+
 def cmd_fixture(args) -> int:
     """Join unlabelled responses with hand labels (one labels file per responses file) into the fixture."""
     if len(args.responses) != len(args.labels):
@@ -1032,7 +1096,19 @@ def main(argv: list[str] | None = None) -> int:
     y.add_argument("--exclude", type=Path, nargs="*", help="JSONL files whose safety-sft ids are not asked again")
     y.add_argument("--new-styles", action="store_true",
                    help="with --exclude: ask those topics again, in styles they were not asked in")
+    y.add_argument("--reuse-topics", action="store_true", help="ask a topic again in other styles within this round")
+    y.add_argument("--plan", choices=sorted(PLANS), default="styled", help="attack blocks (PLANS)")
+    y.add_argument("--checkpoint", default="default", help="a safecls checkpoint folder, or 'default' (base model)")
+    y.add_argument("--name", default="smollm2-135m-instruct", help="the model's name in the rows")
+    y.add_argument("--policy", default="medium")
+    y.add_argument("--schedule", default="every")
     y.set_defaults(func=cmd_styled_completions)
+
+    u = sub.add_parser("suspects", help="training rows the judge fits worst, for a blind re-reading")
+    u.add_argument("--head", type=Path, default=OUT)
+    u.add_argument("--below", type=float, default=0.2, help="the judge's probability of the row's own label")
+    u.add_argument("--out", type=Path, default=WORK / "suspects.jsonl")
+    u.set_defaults(func=cmd_suspects)
 
     x = sub.add_parser("fixture", help="join hand labels with the responses into tests/fixtures/judge_labels.jsonl")
     x.add_argument("--responses", type=Path, nargs="+", default=[WORK / "eval_unlabelled.jsonl"])

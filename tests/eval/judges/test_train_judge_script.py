@@ -92,3 +92,16 @@ def test_agreement_summary_counts_the_error_rates_that_move_an_asr(tj):
     assert s["binary_acc"] == 0.75
     only_refusals = tj.agreement_summary(["refuse"] * 3, ["refuse"] * 3)  # a safecls-like slice: kappa undefined
     assert only_refusals["kappa"] is None and only_refusals["comply_recall"] is None and only_refusals["acc"] == 1.0
+
+
+def test_generation_plans_prefill_only_styles_that_have_a_target(tj):
+    """A prefill block drawing a MaliciousInstruct-style question would pre-fill nothing and be a mislabelled direct
+    attack; every block must also draw from real styles and ask for at least one reply."""
+    for name, plan in tj.PLANS.items():
+        for attack, n, temperature, styles in plan:
+            assert attack in {"direct", "prefill", "decoding"} and n > 0 and temperature >= 0, (name, attack)
+            assert set(styles) <= set(range(len(tj.STYLES))), (name, attack)
+            if attack == "prefill":
+                assert all(tj.STYLES[s][1] for s in styles), f"plan {name!r}: a prefill block without a target"
+            if attack == "decoding":
+                assert temperature > 0, f"plan {name!r}: a decoding attack samples"

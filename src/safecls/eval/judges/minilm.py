@@ -239,10 +239,15 @@ class MiniLMJudge(Judge):
         return out
 
 
+@functools.lru_cache(maxsize=1)
+def _plain_encoder(encoder_dir: str | None) -> tuple[Any, Any]:
+    return load_encoder(encoder_dir)  # loaded once: callers embed one text at a time in loops
+
+
 def sentence_embeddings(texts: Sequence[str], encoder_dir: str | Path | None = None, batch_size: int = 64) -> np.ndarray:
     """(N, 384) unit-length all-MiniLM-L6-v2 sentence embeddings (mean pooling, as sentence-transformers does); used
     to pair training prompts with their nearest benign topics."""
-    encoder, tok = load_encoder(encoder_dir)
+    encoder, tok = _plain_encoder(str(encoder_dir) if encoder_dir is not None else None)
     out = []
     with torch.inference_mode():
         for s in range(0, len(texts), batch_size):
