@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "safecls"
 
 # level of each room; a module may import rooms of its own level or below (model: foundation only)
 LEVEL = {"errors": 0, "config": 0, "registry": 0, "io": 0, "_compat": 0, "_optional": 0, "resources": 0,
-         "model": 1, "data": 1, "inference": 2, "train": 2, "attacks": 3, "eval": 4, "serve": 4, "demo": 5, "cli": 6}
+         "model": 1, "data": 1, "inference": 2, "train": 2, "attacks": 3, "recipe": 3, "eval": 4, "serve": 4, "demo": 5, "cli": 6}
 MODEL_MAY_IMPORT = {"errors", "config", "_compat", "_optional", "model"}
 
 

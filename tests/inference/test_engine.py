@@ -82,7 +82,7 @@ class _Scripted:
 
     def __init__(self, engine, script):
         self.engine, self.script, self.calls = engine, script, 0
-        self._orig = engine._p
+        self._orig = engine._head_p
 
     def __call__(self, h):
         p = self._orig(h)
@@ -97,7 +97,7 @@ def test_benign_to_malicious_rolls_back_exactly_and_inserts_prefix(monkeypatch):
     cfg = DecodeConfig(max_new_tokens=30, policy="medium", schedule="every", tau=3, threshold=0.5)
     # prompt read benign; steps 0..5 benign; step 6 triggers; 7, 8 confirm (tau = 3)
     script = [0.1] * 7 + [0.9, 0.9, 0.9] + [0.1] * 100
-    monkeypatch.setattr(eng, "_p", _Scripted(eng, script))
+    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, script))
     seen_lengths = []
     orig_forward = eng._forward
 
@@ -133,7 +133,7 @@ def test_false_trigger_changes_nothing(monkeypatch):
     eng = Engine(model)
     cfg = DecodeConfig(max_new_tokens=20, policy="medium", schedule="every", tau=3)
     base = Engine(model).generate([PROMPTS[0]], cfg.model_copy(update={"policy": "low"}))[0]
-    monkeypatch.setattr(eng, "_p", _Scripted(eng, [0.1] * 5 + [0.9, 0.9, 0.1] + [0.1] * 50))
+    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.1] * 5 + [0.9, 0.9, 0.1] + [0.1] * 50))
     res = eng.generate([PROMPTS[0]], cfg)[0]
     assert res.trace.interventions == [] and res.token_ids == base.token_ids
     # reads: [prompt, step 0..]; step 4 triggers (read under R2), step 5 counts (R3), step 6 is benign: back to R2
@@ -143,7 +143,7 @@ def test_false_trigger_changes_nothing(monkeypatch):
 def test_high_policy_ends_with_fixed_refusal(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
-    monkeypatch.setattr(eng, "_p", _Scripted(eng, [0.95]))
+    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.95]))
     res = eng.generate([PROMPTS[0]], DecodeConfig(policy="high", max_new_tokens=10))[0]
     assert res.text == DecodeConfig().fixed_refusal and res.finish_reason == "content_filter"
 
@@ -151,16 +151,16 @@ def test_high_policy_ends_with_fixed_refusal(monkeypatch):
 def test_initially_malicious_starts_with_refusal_prefix(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
-    monkeypatch.setattr(eng, "_p", _Scripted(eng, [0.95]))
+    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.95]))
     res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20))[0]
     assert res.text.startswith(DecodeConfig().refusal_prefix)
-    assert res.trace.evaluations[0].rule == "prompt" and res.trace.evaluations[1].rule == "R1"
+    assert [e.rule for e in res.trace.evaluations] == ["prompt"]  # no R1 re-reads: the reply is a refusal already
 
 
 def test_refusal_after_a_prefill_is_a_separate_word(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
-    monkeypatch.setattr(eng, "_p", _Scripted(eng, [0.95]))
+    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.95]))
     res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20),
                        prefills=["Sure, here is how to bake bread"])[0]
     assert res.prefill + res.text == "Sure, here is how to bake bread" + res.text
@@ -200,18 +200,3 @@ def test_bad_input_errors():
     assert UnknownNameError  # the registry error family is shared with schedules via the config literal
 
 
-def test_rollback_point_moves_back_over_an_opening_the_model_already_wrote():
-    from types import SimpleNamespace
-
-    model = SafeClsModel.from_base(*tiny_model("llama"))
-    eng, tok = Engine(model), model.tokenizer
-
-    def at(text: str, n_prefill: int = 0) -> str:
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        r = SimpleNamespace(tokens=ids, n_prefill=n_prefill, cfg=DecodeConfig())
-        return tok.decode(ids[: eng._before_refusal_opening(r, len(ids))])
-
-    assert at("Mix flour and water. Sorry") == "Mix flour and water."  # no "Sorry Sorry, I cannot ..."
-    assert at("Sorry, I") == ""
-    assert at("Mix flour and water.") == "Mix flour and water."
-    assert at("Sorry", n_prefill=1) == "Sorry"  # a prefill is the user's text: never rolled back

@@ -87,6 +87,37 @@ def test_sft_stage_dependencies(arch):
     torch.testing.assert_close(h3[cls], h[cls], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_sft_routing_with_padding_and_a_read_row(arch, side):
+    """In a padded batch whose rows end with an EVAL read (classify of a pair): nobody depends on padding or on the
+    read, the read depends on the response, and every other state equals the row's unpadded forward."""
+    model, _ = _wrapped(arch)
+    tok = model.tokenizer
+    encs = []
+    for p, r in zip(PROMPTS, RESPONSES, strict=True):
+        e = encode_pair(tok, p, r)
+        encs.append(type(e)(e.ids + [model.cls_token_id], e.kinds + [int(Kind.EVAL)]))
+    batch = collate(encs, model.cls_token_id, tok.pad_token_id, side=side)
+    with torch.no_grad():
+        h = model.forward_batch(batch, "sft").hidden
+        ids2 = batch.input_ids.clone()
+        pad, ev = batch.kinds == Kind.PAD, batch.kinds == Kind.EVAL
+        ids2[pad] = 7  # other padding tokens
+        ids2[ev] = 5  # another token in the read's slot
+        h2 = model.forward_batch(type(batch)(ids2, batch.kinds), "sft").hidden
+        keep = ~pad & ~ev
+        torch.testing.assert_close(h2[keep], h[keep], atol=1e-6, rtol=0)
+        for i, e in enumerate(encs):  # padding changes nothing: each row equals its own unpadded forward
+            alone = model.forward_batch(collate([e], model.cls_token_id, tok.pad_token_id), "sft").hidden[0]
+            rows = batch.kinds[i] != Kind.PAD
+            torch.testing.assert_close(h[i][rows], alone, atol=1e-5, rtol=0)  # fp32 summation order
+        ids3 = batch.input_ids.clone()
+        resp = batch.kinds == Kind.RESPONSE
+        ids3[resp] = (ids3[resp] + 3) % len(tok)
+        h3 = model.forward_batch(type(batch)(ids3, batch.kinds), "sft").hidden
+    assert ((h3[ev] - h[ev]).abs().amax(-1) > 1e-6).all()  # every read reacts to its response
+
+
 def test_cls_never_attends_template_or_padding():
     _, tok = tiny_model()
     e = encode_prompt(tok, PROMPTS[0])

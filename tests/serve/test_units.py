@@ -45,7 +45,7 @@ def test_serve_flags_build_settings(monkeypatch):
     assert (s.host, s.port, s.max_batch, s.model_name) == ("127.0.0.1", 9001, 4, "final")
     assert s.key_values() == ["k1", "k2"] and "k1" not in repr(s)  # keys never show up in logs
     d = s.decode_defaults
-    assert (d.policy, d.r1, d.r2, d.fused) == ("high", 5, 15, False)
+    assert (d.policy, d.r2, d.r3, d.tau, d.fused) == ("high", 15, 10, 3, False)
     assert s.max_body_bytes == 512 * 1024
 
 

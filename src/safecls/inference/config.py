@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
 from safecls.config import StrictModel
+from safecls.data.refusals import REFUSAL_PREFIX  # training data and decoding must open refusals with the same words
 
-REFUSAL_PREFIX = "Sorry, I cannot fulfill your request because"
+Policy = Literal["low", "medium", "high"]
+Schedule = Literal["first", "every", "periodic", "annealing"]
 
 
 class DecodeConfig(StrictModel):
@@ -20,26 +23,34 @@ class DecodeConfig(StrictModel):
     repetition_penalty: float = Field(1.0, gt=0, description="CTRL-style penalty on tokens already present (1 = off).")
     stop: list[str] = Field(default_factory=list, description="Stop strings; the text is cut before the first one.")
     seed: int | None = Field(None, description="Per-sequence sampling seed; the same seed gives the same text in any batch.")
-    policy: Literal["low", "medium", "high"] = Field(
+    policy: Policy = Field(
         "medium",
-        description="Strategic decoding. low: ignore the head. medium (the paper's): insert the refusal prefix and let "
-        "the model explain. high: replace the answer with a fixed refusal and stop.",
+        description="Strategic decoding. low: ignore the head. medium (the paper's): malicious at the start -> the reply "
+        "opens with the refusal prefix and the model explains; a confirmed switch mid-reply -> roll back to it and insert "
+        "the prefix there. high: the first malicious read ends the reply with the fixed refusal (no tau wait; text "
+        "before that read's newest token is kept).",
     )
-    schedule: Literal["first", "every", "periodic", "annealing"] = Field(
-        "annealing", description="When the [CLS] is re-evaluated during generation (see inference/schedules.py)."
+    schedule: Schedule = Field(
+        "annealing", description="When the [CLS] is read again during generation (see inference/schedules.py)."
     )
-    period: int = Field(4, gt=0, description="periodic: evaluate every `period` tokens.")
-    anneal_dense: int = Field(8, ge=0, description="annealing: evaluate at each of the first `anneal_dense` tokens ...")
+    period: int = Field(10, gt=0, description="periodic: read after every `period` tokens (the paper's 10).")
+    anneal_dense: int = Field(8, ge=0, description="annealing: read after each of the first `anneal_dense` tokens ...")
     anneal_growth: float = Field(2.0, gt=1, description="... then at gaps growing by this factor ...")
-    anneal_stop: int = Field(128, ge=0, description="... and not after this many tokens.")
-    r1: int = Field(10, gt=0, description="R1 (initially malicious): input + the first r1 generated tokens.")
-    r2: int = Field(10, gt=0, description="R2 (benign): input + the latest r2 generated tokens.")
-    r3: int = Field(10, ge=0, description="R3 (benign -> malicious at S_t): input + tokens [S_t - r2, S_t + r3].")
-    tau: int = Field(3, gt=0, description="Consecutive malicious evaluations that confirm a benign -> malicious switch.")
-    threshold: float = Field(0.5, gt=0, lt=1, description="P(malicious) above which an evaluation says malicious.")
-    fused: bool = Field(True, description="Evaluate [CLS] as an extra query row of the decode forward (False: a separate pass).")
+    anneal_stop: int = Field(128, ge=0, description="... with a closing read at this many tokens, and none after.")
+    r1: int | None = Field(None, gt=0, description="Deprecated, no effect (removed in 0.3): a reply flagged at the start "
+                                                   "already opens with the refusal, so R1 re-reads could change nothing.")
+    r2: int = Field(10, gt=0, description="R2 (benign): a read sees the latest r2 generated tokens (more when the "
+                                          "previous read was longer ago: no token goes unread).")
+    r3: int = Field(10, ge=0, description="R3 (benign -> malicious at S_t): reads see tokens [S_t - r2, S_t + r3].")
+    read_prompt: bool = Field(True, description="Do R2/R3 reads see the prompt's content too (False: the generated "
+                                                "window only, the paper's Rule 2)?")
+    tau: int = Field(3, gt=0, description="Consecutive malicious reads that confirm a benign -> malicious switch (medium).")
+    threshold: float = Field(0.5, gt=0, lt=1, description="P(malicious) above which a read says malicious.")
+    fused: bool = Field(True, description="Read [CLS] as an extra query row of the decode forward (False: a separate "
+                                          "pass). The same for every row of a batch.")
     refusal_prefix: str = Field(REFUSAL_PREFIX, min_length=1)
-    fixed_refusal: str = Field("Sorry, I cannot help with that request.", min_length=1)
+    fixed_refusal: str = Field("Sorry, I cannot help with that request.", min_length=1,
+                               description="The reply's ending under the high policy.")
     cls_visible: bool | None = Field(
         None, description="Do generated tokens attend the [CLS]? None: as trained (sft stage yes, pretrain stage no)."
     )
@@ -48,12 +59,15 @@ class DecodeConfig(StrictModel):
     def _check(self) -> Self:
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
+        if self.r1 is not None:
+            warnings.warn("DecodeConfig.r1 has no effect and will be removed in safecls 0.3: a reply flagged at the "
+                          "start already opens with the refusal. Remove r1 from the config", FutureWarning, stacklevel=2)
         return self
 
     @classmethod
     def authors(cls, **overrides) -> DecodeConfig:
-        """The settings of the paper's scripts: r1=5, r2=15, r3=10, tau=3, threshold 0.5."""
-        return cls(**{"r1": 5, "r2": 15, "r3": 10, "tau": 3, "threshold": 0.5, **overrides})
+        """The settings of the paper's scripts (r2=15, r3=10, tau=3, threshold 0.5; their r1=5 has no effect here)."""
+        return cls(**{**PRESETS["authors"], **overrides})
 
 
 def per_row(config: DecodeConfig | list[DecodeConfig] | tuple | None, n: int) -> list[DecodeConfig]:
@@ -65,7 +79,10 @@ def per_row(config: DecodeConfig | list[DecodeConfig] | tuple | None, n: int) ->
     config = list(config)
     if len(config) != n:
         raise ValueError(f"got {n} prompts but {len(config)} decode configs")
+    if len({c.fused for c in config}) > 1:
+        raise ValueError("decode configs of one batch disagree on `fused` (it shapes the whole batch's forward). "
+                         "Fix: give every row the same fused value")
     return config
 
 
-PRESETS = {"seed": {}, "authors": {"r1": 5, "r2": 15, "r3": 10, "tau": 3, "threshold": 0.5}}
+PRESETS: dict[str, dict] = {"seed": {}, "authors": {"r2": 15, "r3": 10, "tau": 3, "threshold": 0.5}}

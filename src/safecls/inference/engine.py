@@ -1,17 +1,21 @@
-"""The decode engine: KV cache, left-padded batches, sampling, and the [CLS] re-evaluation fused into decoding.
+"""The decode engine: KV cache, left-padded batches, sampling, and the [CLS] reads fused into decoding.
 
-`generate()` in transformers rejects 4D masks, so the engine owns its loop. Each step feeds one token per row
-and, when some row is due for a re-evaluation, an extra EVAL query row whose mask is the strategic-attention
-span. The EVAL row's key/value entry is dropped from the cache right after the forward, so no later token can
-ever attend a stale [CLS] read. Rolled-back positions are turned into PAD (attended by nobody) and the common
-dead tail is cropped, so a rollback truncates the cache exactly.
+`generate()` in transformers rejects 4D masks, so the engine owns its loop. Each step feeds one token per row and,
+when some row is due for a read, an extra EVAL query row whose mask is the strategic-attention span (masks come from
+model/routing.py). The EVAL row's key/value entry is dropped from the cache right after the forward, so no later
+token can attend a stale read. Rolled-back positions become PAD (attended by nobody) and the common dead tail is
+cropped, so a rollback truncates the cache exactly.
+
+Reads: the prompt's own [CLS] (free, in the prompt's forward); a caller's prefill, right after it (an EVAL slot at
+the end of the prompt's forward); then the schedule's reads, every token while a trigger is pending, and a last read
+over the unread tail of a reply that ends (strategic.py, schedules.py). Per-row rules live in rows.py, edits of a
+reply in intervention.py, streamed text in streaming.py.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,70 +25,36 @@ from safecls._compat import cache_kwarg, cache_length, drop_last, new_cache
 from safecls.errors import ContextLengthError, DataError
 from safecls.inference import schedules, strategic
 from safecls.inference.config import DecodeConfig, per_row
-from safecls.inference.sampling import choose, make_generator
+from safecls.inference.intervention import intervene
+from safecls.inference.results import GenerationResult, StepEvent
+from safecls.inference.rows import Row, ending, pick
+from safecls.inference.sampling import make_generator
 from safecls.inference.strategic import Action
-from safecls.inference.trace import Evaluation, Intervention, SafetyTrace
+from safecls.inference.streaming import events
+from safecls.inference.trace import Evaluation
 from safecls.model import routing
 from safecls.model.encoding import Encoded, Prompt, collate, context_length, encode_prompt, encode_response
-from safecls.model.routing import Kind
+from safecls.model.routing import NO_STEP, Kind
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class GenerationResult:
-    text: str
-    token_ids: list[int]
-    finish_reason: str  # "stop" | "length" | "content_filter"
-    trace: SafetyTrace
-    prompt_tokens: int
-    completion_tokens: int
-    prefill: str = ""
-
-
-@dataclass(slots=True)
-class StepEvent:
-    """One row's progress in one step. `delta` is text that can no longer be rolled back."""
-
-    row: int
-    delta: str
-    p_malicious: float | None
-    finished: bool
-    finish_reason: str | None
-    result: GenerationResult | None = None
-
-
-@dataclass
-class _Row:
-    cfg: DecodeConfig
-    prompt_len: int  # real tokens of the prompt (without [CLS])
-    n_prefill: int
-    prompt_ids: list[int]
-    gen: torch.Generator | None
-    tokens: list[int] = field(default_factory=list)  # response tokens incl. prefill and inserted text
-    forced: list[int] = field(default_factory=list)
-    state: strategic.RowState = field(default_factory=strategic.RowState)
-    trace: SafetyTrace = field(default_factory=SafetyTrace)
-    finished: bool = False
-    finish_reason: str | None = None
-    text: str | None = None  # final text (set when a stop string or fixed refusal decides it)
-    emitted: int = 0  # characters of the continuation already streamed
-    steps: int = 0
-    cancelled: bool = False
+__all__ = ["Engine", "GenerationResult", "StepEvent"]
 
 
 class _PlainAdapter:
-    """A plain HF causal LM seen through the SafeClsModel interface the engine uses (no head)."""
+    """A plain HF causal LM (or a checkpoint trained without [CLS]) seen through the SafeClsModel interface the engine
+    uses: no head, no [CLS] in the sequence."""
 
-    def __init__(self, model: Any, tokenizer: Any):
+    def __init__(self, model: Any, tokenizer: Any, lm_logits: Any = None):
         self.base, self.tokenizer = model, tokenizer
         self.head, self.cls_token_id, self.stage = None, None, "sft"
-        self.causal_lm = model
-        self.backbone = getattr(model, model.base_model_prefix)
-        self.context_length = context_length(model.config)
+        self.causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.backbone = getattr(self.causal_lm, self.causal_lm.base_model_prefix)
+        self.context_length = context_length(self.causal_lm.config)
+        self._lm_logits = lm_logits or self.causal_lm.get_output_embeddings()
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.causal_lm.get_output_embeddings()(hidden)
+        return self._lm_logits(hidden)
 
     @property
     def device(self) -> torch.device:
@@ -97,7 +67,10 @@ class _PlainAdapter:
 
 class Engine:
     def __init__(self, model: Any):
-        """`model`: a SafeClsModel. For a plain HF model use `Engine.plain(model, tokenizer)`."""
+        """`model`: a SafeClsModel (one trained without [CLS] decodes as the plain model it is). For a plain HF model
+        use `Engine.plain(model, tokenizer)`."""
+        if getattr(model, "with_cls", True) is False:
+            model = _PlainAdapter(model.base, model.tokenizer, model.lm_logits)
         self.model = model
         self.tok = model.tokenizer
         self._ckw = cache_kwarg(type(model.backbone))
@@ -140,12 +113,12 @@ class Engine:
 
     def stream(self, prompts: Sequence[Prompt], config: DecodeConfig | Sequence[DecodeConfig] | None = None,
                prefills: Sequence[str] | None = None, cancelled: Any = None) -> Iterator[StepEvent]:
-        """Yields StepEvents as tokens become final. `cancelled(row) -> bool` is polled each step."""
+        """Yields StepEvents as text becomes final. `cancelled(row) -> bool` is polled each step."""
         configs = per_row(config, len(prompts))
         with torch.no_grad():
             yield from self._run(list(prompts), configs, list(prefills) if prefills else [""] * len(prompts), cancelled)
 
-    # ---- internals -----------------------------------------------------------------------------------------------
+    # ---- model calls ---------------------------------------------------------------------------------------------
     def _encode(self, prompts: list[Prompt], prefills: list[str], configs: list[DecodeConfig]) -> list[Encoded]:
         encs = []
         limit = self.model.context_length
@@ -176,207 +149,180 @@ class Engine:
             logits[..., self.model.cls_token_id] = float("-inf")  # the [CLS] is never generated
         return logits[..., : self.vocab] if logits.shape[-1] > self.vocab else logits
 
-    def _p(self, h: torch.Tensor) -> torch.Tensor:
+    def _head_p(self, h: torch.Tensor) -> torch.Tensor:
+        """P(malicious) of the head at hidden states (..., H)."""
         return torch.softmax(self.model.head(h).float(), -1)[..., 1]
 
-    def _run(self, prompts, configs, prefills, cancelled, deltas: bool = True) -> Iterator[StepEvent]:
-        """deltas=False: only final events (generate() needs no streamed text, and decoding every row's text at
-        every step is the largest per-step overhead at batch 16)."""
-        dev = self.model.device
-        encs = self._encode(prompts, prefills, configs)
-        B = len(encs)
-        batch = collate(encs, self.model.cls_token_id or 0, self.pad_id, side="left", with_cls=self.has_head)
-        kinds, ids = batch.kinds.to(dev), batch.input_ids.to(dev)
-        gen_index = torch.full_like(kinds, -1)
-        rows: list[_Row] = []
-        for b, (e, cfg) in enumerate(zip(encs, configs, strict=True)):
-            n_pre = sum(1 for k in e.kinds if k == Kind.RESPONSE)
-            r = _Row(cfg=cfg, prompt_len=len(e) - n_pre, n_prefill=n_pre, prompt_ids=e.ids[: len(e) - n_pre],
-                     gen=make_generator(cfg, dev), tokens=e.ids[len(e) - n_pre:])
-            rows.append(r)
-            if n_pre:
-                resp = (kinds[b] == Kind.RESPONSE).nonzero().flatten()
-                gen_index[b, resp] = torch.arange(n_pre, device=dev)
-        cls_visible = [self._cls_visible(r.cfg) for r in rows]
-        vis = torch.tensor(cls_visible, dtype=torch.bool, device=dev)
-
-        # prefill: the prompt's forward, with the [CLS] reading the prompt's content only (R1/R2 start)
-        allow = routing.allowed(kinds, "sft")
-        for b in range(B):
-            if not cls_visible[b]:
-                allow[b, :, kinds[b] == Kind.CLS] &= (kinds[b] == Kind.CLS)[:, None]
-        pos = routing.position_ids(kinds, "sft")
-        cache = new_cache(self.model.causal_lm)
-        hidden = self._forward(ids, allow, pos, cache)
-        logits = self._next_logits(hidden[:, -1])
-        next_pos = torch.tensor([r.prompt_len + r.n_prefill for r in rows], device=dev)
-        p0 = self._p(hidden[torch.arange(B, device=dev), batch.cls_index.to(dev)]) if self.has_head else None
-        pending: list[int | None] = [None] * B
-        for b, r in enumerate(rows):
-            pb = None if p0 is None else float(p0[b])
-            r.trace.p_initial = pb
-            r.state, action = strategic.initial(r.cfg, pb)
-            if pb is not None:
-                r.trace.evaluations.append(Evaluation(-1, pb, "prompt", (0, 0)))
-            if action != Action.NONE:
-                self._intervene(r, action, at=r.n_prefill, step=-1)
-        for b, r in enumerate(rows):
-            if not r.finished:
-                pending[b] = self._pick(r, logits[b])
-        yield from self._emit(rows, deltas)
-
-        while not all(r.finished for r in rows):
-            if cancelled is not None:
-                for b, r in enumerate(rows):
-                    if not r.finished and cancelled(b):
-                        r.cancelled, r.finished, r.finish_reason = True, True, "cancelled"
-            step_tokens = torch.full((B,), self.pad_id, dtype=torch.long, device=dev)
-            live = torch.zeros(B, dtype=torch.bool, device=dev)
-            for b, r in enumerate(rows):
-                if not r.finished and pending[b] is not None:
-                    step_tokens[b], live[b] = pending[b], True
-                    r.tokens.append(pending[b])
-            if not bool(live.any()):
-                break
-            t_row = [len(r.tokens) - 1 for r in rows]
-            due = [bool(live[b]) and self.has_head and strategic.wants_eval(
-                r.state, r.cfg, t_row[b], schedules.should_evaluate(r.cfg, t_row[b])) for b, r in enumerate(rows)]
-            any_due = any(due)
-            # the new token's slot
-            new_kind = torch.where(live, int(Kind.RESPONSE), int(Kind.PAD))
-            new_gen = torch.where(live, torch.tensor(t_row, device=dev), -1)
-            kinds_ext = torch.cat([kinds, new_kind[:, None]], 1)
-            gen_ext = torch.cat([gen_index, new_gen[:, None]], 1)
-            Tc = kinds.shape[1]
-            tok_row = (kinds != Kind.PAD) & (kinds != Kind.EVAL) & ((kinds != Kind.CLS) | vis[:, None])
-            tok_row = torch.cat([tok_row & live[:, None], torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
-            spans = [strategic.span(r.state, r.cfg, t_row[b]) if due[b] else (0, 0) for b, r in enumerate(rows)]
-            if any_due:
-                lo = torch.tensor([s[0] for s in spans], device=dev)
-                hi = torch.tensor([s[1] for s in spans], device=dev)
-                ev_row = routing.cls_span(kinds_ext, gen_ext, lo, hi)
-                ev_row = torch.cat([ev_row, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
-            if any_due and rows[0].cfg.fused:
-                mask = torch.zeros(B, 2, Tc + 2, dtype=torch.bool, device=dev)
-                mask[:, 0, : Tc + 1] = tok_row
-                mask[:, 1] = ev_row
-                inp = torch.stack([step_tokens, torch.full_like(step_tokens, self.model.cls_token_id)], 1)
-                pos = torch.stack([next_pos, next_pos + 1], 1)
-                hidden = self._forward(inp, mask, pos, cache)
-                drop_last(cache, 1)
-                h_tok, h_eval = hidden[:, 0], hidden[:, 1]
-            else:
-                mask = tok_row[:, None, :]
-                hidden = self._forward(step_tokens[:, None], mask, next_pos[:, None], cache)
-                h_tok, h_eval = hidden[:, 0], None
-                if any_due:  # the separate pass, for comparison: the same EVAL row on its own
-                    m2 = ev_row[:, None, :]
-                    inp = torch.full((B, 1), self.model.cls_token_id, dtype=torch.long, device=dev)
-                    h_eval = self._forward(inp, m2, (next_pos + 1)[:, None], cache)[:, 0]
-                    drop_last(cache, 1)
-            kinds, gen_index = kinds_ext, gen_ext
-            next_pos = next_pos + live.long()
-            logits = self._next_logits(h_tok)
-            p_eval = self._p(h_eval) if h_eval is not None else None
-            for b, r in enumerate(rows):
-                if not live[b]:
-                    continue
-                r.steps += 1
-                acted = False
-                if due[b]:
-                    p = float(p_eval[b])
-                    rule = r.state.rule
-                    action, at = strategic.after_eval(r.state, r.cfg, t_row[b], p)
-                    r.trace.evaluations.append(Evaluation(t_row[b], p, rule, spans[b]))
-                    if action != Action.NONE:
-                        at = self._before_refusal_opening(r, max(at, r.n_prefill))
-                        dead = gen_index[b] >= at
-                        kinds[b, dead] = int(Kind.PAD)
-                        gen_index[b, dead] = -1
-                        next_pos[b] = r.prompt_len + at
-                        self._intervene(r, action, at=at, step=t_row[b])
-                        acted = True
-                        if r.finished:
-                            pending[b] = None
-                            continue
-                if not acted and self._check_stop(r, int(step_tokens[b])):
-                    pending[b] = None
-                    continue
-                pending[b] = self._pick(r, logits[b])
-            kinds, gen_index = self._crop_dead_tail(kinds, gen_index, cache)
-            yield from self._emit(rows, deltas)
-        yield from self._emit(rows, deltas)  # rows finished by cancellation alone still get their final event
-
-    # ---- row helpers -------------------------------------------------------------------------------------------------
     def _cls_visible(self, cfg: DecodeConfig) -> bool:
         if not self.has_head:
             return False
         return cfg.cls_visible if cfg.cls_visible is not None else self.model.stage == "sft"
 
-    def _pick(self, r: _Row, logits: torch.Tensor) -> int:
-        if r.forced:
-            return r.forced.pop(0)
-        if len(r.tokens) - r.n_prefill < r.cfg.min_new_tokens and self.eos_ids:
-            logits = logits.clone()
-            logits[list(self.eos_ids)] = float("-inf")
-        seen = None
-        if r.cfg.repetition_penalty != 1.0:
-            seen = torch.tensor(r.prompt_ids + r.tokens, dtype=torch.long, device=logits.device)
-        return choose(logits, r.cfg, seen, r.gen)
+    # ---- the decode loop -----------------------------------------------------------------------------------------
+    def _run(self, prompts, configs, prefills, cancelled, deltas: bool = True) -> Iterator[StepEvent]:
+        dev = self.model.device
+        encs = self._encode(prompts, prefills, configs)
+        B = len(encs)
+        rows = []
+        for e, cfg in zip(encs, configs, strict=True):
+            n_pre = sum(1 for k in e.kinds if k == Kind.RESPONSE)
+            rows.append(Row(cfg=cfg, prompt_len=len(e) - n_pre, n_prefill=n_pre, prompt_ids=e.ids[: len(e) - n_pre],
+                            gen=make_generator(cfg, dev), tokens=e.ids[len(e) - n_pre:]))
+        vis = torch.tensor([self._cls_visible(r.cfg) for r in rows], dtype=torch.bool, device=dev)
+        read_prompt = torch.tensor([r.cfg.read_prompt for r in rows], dtype=torch.bool, device=dev)
+        cache = new_cache(self.model.causal_lm)
+        kinds, gen_index, logits = self._prompt_forward(encs, rows, vis, read_prompt, cache)
+        pending: list[int | None] = [None if r.finished else pick(r, logits[b], self.eos_ids) for b, r in enumerate(rows)]
+        yield from events(rows, self.tok, deltas)
 
-    def _before_refusal_opening(self, r: _Row, at: int) -> int:
-        """Move a rollback point back over generated tokens that already open the refusal ("Sorry", "Sorry, I"), so
-        the inserted refusal prefix does not repeat them ("Sorry Sorry, I cannot ...")."""
-        opening = r.cfg.refusal_prefix.strip()
-        best = at
-        for j in range(at - 1, r.n_prefill - 1, -1):  # a word may span tokens ("So", "rr", "y"): try every start
-            text = self.tok.decode(r.tokens[j:at], skip_special_tokens=True).strip()
-            if len(text) > len(opening):
+        while not all(r.finished for r in rows):
+            if cancelled is not None:
+                for b, r in enumerate(rows):
+                    if not r.finished and cancelled(b):
+                        r.finish("cancelled")
+                        pending[b] = None
+            live = [not r.finished and pending[b] is not None for b, r in enumerate(rows)]
+            if not any(live):
                 break
-            if text and opening.startswith(text):
-                best = j
-        return best
+            ends: list[tuple[str, str | None] | None] = [None] * B
+            for b, r in enumerate(rows):
+                if live[b]:
+                    r.tokens.append(pending[b])
+                    ends[b] = ending(r, pending[b], self.eos_ids, self.tok)
+            # an EOS slot is not part of the reply: fed as padding, read by nobody
+            real = [live[b] and not (ends[b] and ends[b][0] == "eos") for b in range(B)]
+            last = [r.generated - 1 - (0 if real[b] else 1) for b, r in enumerate(rows)]  # newest reply step
+            due = [self._due(r, last[b], ends[b]) if live[b] else False for b, r in enumerate(rows)]
+            spans = [strategic.span(r.state, r.cfg, last[b]) if due[b] else (0, 0) for b, r in enumerate(rows)]
 
-    def _intervene(self, r: _Row, action: Action, *, at: int, step: int) -> None:
-        r.trace.extra_tokens += len(r.tokens) - at
-        r.tokens = r.tokens[:at]
-        r.forced = []
-        r.trace.interventions.append(Intervention(action.value, at, step))
-        kept = self._continuation(r, r.tokens)
-        before = kept or self.tok.decode(r.tokens[:r.n_prefill], skip_special_tokens=True)  # else the prefill's end
-        lead = "" if not before or before.endswith((" ", "\n")) else " "
-        if action == Action.FIXED_REFUSAL:  # keep what was final before the trigger, then refuse and stop
-            r.text = kept + lead + r.cfg.fixed_refusal
-            r.finished, r.finish_reason = True, "content_filter"
-            return
-        r.forced = self.tok(lead + r.cfg.refusal_prefix, add_special_tokens=False)["input_ids"]
+            step_tokens = torch.tensor([pending[b] if live[b] else self.pad_id for b in range(B)], device=dev)
+            pos = torch.tensor([r.position(len(r.tokens) - 1) for r in rows], device=dev)
+            real_t = torch.tensor(real, dtype=torch.bool, device=dev)
+            kinds_ext = torch.cat([kinds, torch.where(real_t, int(Kind.RESPONSE), int(Kind.PAD))[:, None]], 1)
+            step_gen = torch.tensor([last[b] if real[b] else NO_STEP for b in range(B)], device=dev)
+            gen_ext = torch.cat([gen_index, step_gen[:, None]], 1)
+            live_t = torch.tensor(live, dtype=torch.bool, device=dev)
+            tok_row = torch.cat([routing.token_row(kinds, live_t, vis), torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
+            h_tok, h_read = self._step_forward(step_tokens, tok_row, pos, kinds_ext, gen_ext, spans, due, read_prompt,
+                                               rows, last, cache)
+            kinds, gen_index = kinds_ext, gen_ext
+            logits = self._next_logits(h_tok)
+            p_read = self._head_p(h_read) if h_read is not None else None
+            for b, r in enumerate(rows):
+                if not live[b]:
+                    continue
+                r.steps += 1
+                action, at, step = Action.NONE, -1, last[b]
+                if due[b]:
+                    p = float(p_read[b])
+                    r.trace.evaluations.append(Evaluation(step, p, r.state.rule, spans[b]))
+                    action, at = strategic.after_read(r.state, r.cfg, step, p, spans[b][1])
+                if action == Action.NONE and ends[b] is not None:
+                    action, at = strategic.at_end(r.state, r.cfg)
+                if action != Action.NONE:
+                    dead = (gen_index[b] >= max(at, 0)) & (kinds[b] == Kind.RESPONSE)
+                    kinds[b, dead], gen_index[b, dead] = int(Kind.PAD), NO_STEP
+                    intervene(r, action, at, step, self.tok)
+                elif ends[b] is not None:
+                    kind, text = ends[b]
+                    if kind == "eos":
+                        r.tokens.pop()
+                    r.finish("length" if kind == "length" else "stop", text)
+                pending[b] = None if r.finished else pick(r, logits[b], self.eos_ids)
+            kinds, gen_index = self._crop_dead_tail(kinds, gen_index, cache)
+            yield from events(rows, self.tok, deltas)
+        yield from events(rows, self.tok, deltas)  # rows finished by cancellation alone still get their final event
 
-    def _continuation(self, r: _Row, tokens: list[int]) -> str:
-        return self.tok.decode(tokens[r.n_prefill:], skip_special_tokens=True)
+    def _due(self, r: Row, last: int, ends: tuple[str, str | None] | None) -> bool:
+        if not self.has_head or last < 0:
+            return False
+        unread = r.state.read_to <= last
+        if ends is not None and ends[0] == "eos" and not unread:  # no new token since the last read
+            return False
+        tail = ends is not None and unread and schedules.active(r.cfg, last)  # a last read over the unread tail
+        return strategic.wants_read(r.state, schedules.should_read(r.cfg, last), tail)
 
-    def _check_stop(self, r: _Row, token: int) -> bool:
-        """After appending `token`: True if the row is now finished."""
-        if token in self.eos_ids and not r.forced:
-            r.tokens.pop()
-            r.finished, r.finish_reason = True, "stop"
-            return True
-        if r.cfg.stop:
-            text = self._continuation(r, r.tokens)
-            cut = min((i for i in (text.find(s) for s in r.cfg.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                r.text, r.finished, r.finish_reason = text[:cut], True, "stop"
-                return True
-        if len(r.tokens) - r.n_prefill >= r.cfg.max_new_tokens or r.steps >= 2 * r.cfg.max_new_tokens + 64:
-            r.finished, r.finish_reason = True, "length"
-            return True
-        return False
+    def _prompt_forward(self, encs: list[Encoded], rows: list[Row], vis: torch.Tensor, read_prompt: torch.Tensor,
+                        cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prompt's forward: the [CLS] reads the prompt's content (sft routing), and a row with a prefill gets an
+        EVAL slot at the end that reads it (dropped from the cache after). Sets each row's initial state and acts on
+        it. Returns the cached kinds, generation steps, and the next-token logits."""
+        dev = self.model.device
+        B = len(rows)
+        batch = collate(encs, self.model.cls_token_id or 0, self.pad_id, side="left", with_cls=self.has_head)
+        kinds, ids = batch.kinds.to(dev), batch.input_ids.to(dev)
+        gen_index = torch.full_like(kinds, NO_STEP)
+        for b, r in enumerate(rows):
+            if r.n_prefill:
+                gen_index[b, kinds[b] == Kind.RESPONSE] = torch.arange(-r.n_prefill, 0, device=dev)
+        reads_prefill = [self.has_head and r.n_prefill > 0 and r.cfg.policy != "low" for r in rows]
+        slot = any(reads_prefill)
+        if slot:
+            slot_kind = torch.tensor([int(Kind.EVAL) if x else int(Kind.PAD) for x in reads_prefill], device=dev)
+            kinds_in = torch.cat([kinds, slot_kind[:, None]], 1)
+            ids = torch.cat([ids, torch.full((B, 1), self.model.cls_token_id, dtype=ids.dtype, device=dev)], 1)
+        else:
+            kinds_in = kinds
+        allow = routing.inference_allowed(kinds_in, vis)
+        if slot:
+            lo = torch.tensor([-r.n_prefill for r in rows], device=dev)
+            read = routing.read_row(kinds, gen_index, lo, torch.zeros_like(lo), read_prompt)
+            allow[:, -1, :-1] = read & torch.tensor(reads_prefill, device=dev)[:, None]
+        pos = routing.position_ids(kinds_in, "sft")
+        hidden = self._forward(ids, allow, pos, cache)
+        if slot:
+            drop_last(cache, 1)
+            h_prefill, hidden = hidden[:, -1], hidden[:, :-1]
+        logits = self._next_logits(hidden[:, -1])
+        if not self.has_head:
+            for r in rows:
+                r.state = strategic.RowState(rule="DONE")
+            return kinds, gen_index, logits
+        p0 = self._head_p(hidden[torch.arange(B, device=dev), batch.cls_index.to(dev)])
+        p_pre = self._head_p(h_prefill) if slot else None
+        for b, r in enumerate(rows):
+            r.trace.p_initial = float(p0[b])
+            r.trace.evaluations.append(Evaluation(-1, float(p0[b]), "prompt", (0, 0)))
+            r.state, action = strategic.initial(r.cfg, float(p0[b]))
+            at = 0
+            if action == Action.NONE and reads_prefill[b] and r.state.rule == "R2":
+                p = float(p_pre[b])
+                r.trace.evaluations.append(Evaluation(-1, p, "prefill", (-r.n_prefill, 0)))
+                action, at = strategic.after_read(r.state, r.cfg, -1, p, 0)
+            if action != Action.NONE:
+                intervene(r, action, at, -1, self.tok)
+        return kinds, gen_index, logits
+
+    def _step_forward(self, step_tokens, tok_row, pos, kinds_ext, gen_ext, spans, due, read_prompt, rows, last, cache):
+        """One decode step: the new tokens' rows, plus an EVAL row for the rows that are due. Returns the new tokens'
+        hidden states (B, H) and the reads' (B, H) or None."""
+        B, dev = len(rows), tok_row.device
+        if not any(due):
+            return self._forward(step_tokens[:, None], tok_row[:, None, :], pos[:, None], cache)[:, 0], None
+        lo = torch.tensor([s[0] for s in spans], device=dev)
+        hi = torch.tensor([s[1] for s in spans], device=dev)
+        read = routing.read_row(kinds_ext, gen_ext, lo, hi, read_prompt)
+        read = torch.cat([read, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
+        # a read sits just past the newest reply token it could see
+        read_pos = torch.tensor([r.position(r.n_prefill + last[b] + 1) for b, r in enumerate(rows)], device=dev)
+        cls = torch.full_like(step_tokens, self.model.cls_token_id)
+        if rows[0].cfg.fused:  # per_row() guarantees one value per batch
+            Tc = tok_row.shape[1] - 1
+            mask = torch.zeros(B, 2, Tc + 2, dtype=torch.bool, device=dev)
+            mask[:, 0, : Tc + 1] = tok_row
+            mask[:, 1] = read
+            hidden = self._forward(torch.stack([step_tokens, cls], 1), mask, torch.stack([pos, read_pos], 1), cache)
+            drop_last(cache, 1)
+            return hidden[:, 0], hidden[:, 1]
+        h_tok = self._forward(step_tokens[:, None], tok_row[:, None, :], pos[:, None], cache)[:, 0]
+        h_read = self._forward(cls[:, None], read[:, None, :], read_pos[:, None], cache)[:, 0]  # the separate pass
+        drop_last(cache, 1)
+        return h_tok, h_read
 
     def _crop_dead_tail(self, kinds: torch.Tensor, gen_index: torch.Tensor, cache: Any):
         dead = kinds == Kind.PAD
-        # trailing run of dead slots common to every row
-        n = 0
-        T = kinds.shape[1]
-        while n < T and bool(dead[:, T - 1 - n].all()):
+        n, T = 0, kinds.shape[1]
+        while n < T and bool(dead[:, T - 1 - n].all()):  # trailing run of dead slots common to every row
             n += 1
         if n:
             drop_last(cache, n)
@@ -384,31 +330,3 @@ class Engine:
             if cache_length(cache) != kinds.shape[1]:
                 raise RuntimeError(f"cache length {cache_length(cache)} != tracked slots {kinds.shape[1]}")
         return kinds, gen_index
-
-    def _emit(self, rows: list[_Row], deltas: bool = True) -> Iterator[StepEvent]:
-        for b, r in enumerate(rows):
-            if getattr(r, "_done_emitted", False):
-                continue
-            last_p = r.trace.evaluations[-1].p_malicious if r.trace.evaluations else None
-            if r.finished:
-                text = r.text if r.text is not None else self._continuation(r, r.tokens)
-                delta = text[r.emitted:]
-                r.emitted = len(text)
-                r._done_emitted = True  # type: ignore[attr-defined]
-                res = GenerationResult(text=text, token_ids=list(r.tokens[r.n_prefill:]), finish_reason=r.finish_reason or "stop",
-                                       trace=r.trace, prompt_tokens=r.prompt_len,
-                                       completion_tokens=len(r.tokens) - r.n_prefill,
-                                       prefill=self.tok.decode(r.tokens[: r.n_prefill], skip_special_tokens=True))
-                r.trace.final_rule = r.state.rule
-                yield StepEvent(b, delta, last_p, True, r.finish_reason, res)
-                continue
-            if not deltas:
-                continue
-            # tokens at or after a pending trigger may still be rolled back: hold them back
-            safe = r.tokens if r.state.rule != "R3" else r.tokens[: max(r.state.s_t, r.n_prefill)]
-            text = self._continuation(r, safe)
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 character
-                text = text[:-1]
-            if len(text) > r.emitted:
-                delta, r.emitted = text[r.emitted:], len(text)
-                yield StepEvent(b, delta, last_p, False, None)

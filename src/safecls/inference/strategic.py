@@ -1,15 +1,27 @@
-"""Strategic attention (rules R1-R3; R4 lives in the routing) and strategic decoding, as a pure per-row state machine.
+"""Strategic attention (which tokens a [CLS] read sees; R4 lives in the routing) and strategic decoding (what a
+verdict does), as a pure per-row state machine.
 
-States: R1 (initially malicious), R2 (benign, watching the latest r2 tokens), R3 (a trigger at S_t is pending
-confirmation), DONE (no more evaluations). An evaluation at step t (newest token's generation index) reads the
-span returned by `span()`; `after_eval()` updates the state and returns the action for the engine.
+Steps are generation indexes: 0 is the first token the model generates. A caller's prefill is attacker text with
+negative indexes (-n .. -1), read right after the prompt and never rolled back into.
 
-Decisions (documented choices where the paper is silent):
-- A benign -> malicious trigger at step S_t becomes confirmed after `tau` consecutive malicious evaluations;
-  one benign evaluation before that is a false trigger: back to R2, nothing rolled back.
-- On confirmation, medium rolls the reply back to its first S_t tokens (the tokens before the trigger step)
-  and inserts the refusal prefix there; high replaces the reply with a fixed refusal and stops.
-- Rollback never cuts into a prefill the caller supplied: the prefix goes right after it.
+States:
+- R2 (benign): scheduled reads see the latest `r2` tokens, widened back to the end of the previous read, so no
+  stretch of the reply goes unread (a sparse schedule reads longer windows, not fewer tokens).
+- R3 (a trigger at S_t is pending): a read after every token, over [S_t - r2, S_t + r3]; `tau` consecutive malicious
+  reads confirm it, one benign read is a false trigger (back to R2, nothing undone). A reply that ends while a trigger
+  is pending is confirmed: every further read would see the same tokens and agree with the last one.
+- DONE: no more reads (the head is ignored, or strategic decoding has acted).
+
+The paper's R1 (re-reading input + the first r1 tokens of a reply that starts with the refusal) has no consequence:
+the reply is already a refusal, so safecls does not pay for those reads.
+
+Policies (what a malicious verdict does):
+- low: nothing; the head is not read.
+- medium (the paper's): malicious at the start -> the reply starts with the refusal prefix and the model explains;
+  a confirmed benign -> malicious switch at S_t -> the reply is rolled back to its first S_t tokens and the refusal
+  prefix is inserted there.
+- high: the first malicious read ends the reply with the fixed refusal, with no tau wait: the text before the read's
+  newest token is kept (it may already have been shown), then the fixed refusal.
 """
 
 from __future__ import annotations
@@ -23,14 +35,19 @@ from safecls.inference.config import DecodeConfig
 class Action(str, Enum):
     NONE = "none"
     INSERT_PREFIX = "insert_prefix"  # medium: roll back to `at` and insert the refusal prefix
-    FIXED_REFUSAL = "fixed_refusal"  # high: replace the reply and stop
+    FIXED_REFUSAL = "fixed_refusal"  # high: roll back to `at`, append the fixed refusal and stop
 
 
 @dataclass(slots=True)
 class RowState:
     rule: str = "R2"
-    s_t: int = -1
+    s_t: int = 0  # the pending trigger's step (R3)
     consecutive: int = 0
+    read_to: int = 0  # every generated step below this has been inside some read window
+
+
+def _act(cfg: DecodeConfig) -> Action:
+    return Action.INSERT_PREFIX if cfg.policy == "medium" else Action.FIXED_REFUSAL
 
 
 def initial(cfg: DecodeConfig, p0: float | None) -> tuple[RowState, Action]:
@@ -38,47 +55,57 @@ def initial(cfg: DecodeConfig, p0: float | None) -> tuple[RowState, Action]:
     if p0 is None or cfg.policy == "low":
         return RowState(rule="DONE"), Action.NONE
     if p0 > cfg.threshold:
-        return RowState(rule="R1"), (Action.INSERT_PREFIX if cfg.policy == "medium" else Action.FIXED_REFUSAL)
+        return RowState(rule="DONE"), _act(cfg)
     return RowState(rule="R2"), Action.NONE
 
 
-def wants_eval(state: RowState, cfg: DecodeConfig, t: int, scheduled: bool) -> bool:
-    if state.rule == "DONE":
-        return False
+def wants_read(state: RowState, scheduled: bool, ending: bool) -> bool:
+    """Read at this step? `ending`: the reply ends with this step (a last read covers its unread tail)."""
     if state.rule == "R3":
         return True
-    if state.rule == "R1":
-        return scheduled and t < cfg.r1
-    return scheduled
+    if state.rule != "R2":
+        return False
+    return scheduled or ending
 
 
 def span(state: RowState, cfg: DecodeConfig, t: int) -> tuple[int, int]:
-    """Half-open range of generation indexes the [CLS] reads (besides the prompt's content)."""
-    if state.rule == "R1":
-        return 0, min(t + 1, cfg.r1)
+    """Half-open range of generation steps a read at step t sees (besides the prompt, when `read_prompt`)."""
     if state.rule == "R3":
-        return max(0, state.s_t - cfg.r2), min(t, state.s_t + cfg.r3) + 1
-    return max(0, t + 1 - cfg.r2), t + 1
+        return state.s_t - cfg.r2, min(t, state.s_t + cfg.r3) + 1
+    return min(t + 1 - cfg.r2, state.read_to), t + 1
 
 
-def after_eval(state: RowState, cfg: DecodeConfig, t: int, p: float) -> tuple[Action, int]:
-    """Returns (action, rollback point). Mutates `state`."""
+def after_read(state: RowState, cfg: DecodeConfig, t: int, p: float, hi: int) -> tuple[Action, int]:
+    """A read at step t (window ending at `hi`) said P(malicious) = p. Returns (action, rollback step). Mutates."""
+    state.read_to = max(state.read_to, hi)
     malicious = p > cfg.threshold
-    if state.rule == "R1":
-        if t + 1 >= cfg.r1:
-            state.rule = "DONE"
-        return Action.NONE, -1
     if state.rule == "R2":
         if not malicious:
             return Action.NONE, -1
-        state.rule, state.s_t, state.consecutive = "R3", t, 1
+        if cfg.policy == "high":
+            state.rule = "DONE"
+            return Action.FIXED_REFUSAL, max(t, 0)
+        state.rule, state.s_t, state.consecutive = "R3", max(t, 0), 1
     elif state.rule == "R3":
         if not malicious:  # a false trigger
-            state.rule, state.s_t, state.consecutive = "R2", -1, 0
+            state.rule, state.consecutive = "R2", 0
             return Action.NONE, -1
         state.consecutive += 1
-    if state.rule == "R3" and state.consecutive >= cfg.tau:
-        at = state.s_t
-        state.rule = "DONE"
-        return (Action.INSERT_PREFIX if cfg.policy == "medium" else Action.FIXED_REFUSAL), at
+    else:
+        return Action.NONE, -1
+    if state.consecutive >= cfg.tau:
+        return confirm(state, cfg)
+    return Action.NONE, -1
+
+
+def confirm(state: RowState, cfg: DecodeConfig) -> tuple[Action, int]:
+    """Act on the pending trigger now (tau reached, or the reply ends)."""
+    state.rule = "DONE"
+    return _act(cfg), state.s_t
+
+
+def at_end(state: RowState, cfg: DecodeConfig) -> tuple[Action, int]:
+    """The reply is ending: a pending trigger is confirmed (its last read was malicious, and no new token follows)."""
+    if state.rule == "R3":
+        return confirm(state, cfg)
     return Action.NONE, -1

@@ -1,6 +1,7 @@
 """Checkpoints like PEFT: a versioned `safecls_config.json` beside the weights.
 
-    DIR/ safecls_config.json   safecls_version, base {name_or_path}, cls_token, cls_token_id, head, stage, format
+    DIR/ safecls_config.json   safecls_version, base {name_or_path}, cls_token, cls_token_id, head, stage, format,
+                               with_cls (false: trained without [CLS], the plain-SFT baseline; decodes as a plain model)
          head.safetensors      the classification head
          model.safetensors...  full fine-tune: the whole HF model        (format "full")
          adapter_*             LoRA: peft adapters incl. the [CLS] row    (format "lora"; base loaded from base.name_or_path)
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "safecls_config.json"
 HEAD_NAME = "head.safetensors"
-KNOWN_KEYS = {"safecls_version", "base", "cls_token", "cls_token_id", "head", "stage", "format"}
+KNOWN_KEYS = {"safecls_version", "base", "cls_token", "cls_token_id", "head", "stage", "format", "with_cls"}
 
 
 def save(model: Any, directory: str | Path) -> None:
@@ -57,6 +58,7 @@ def save(model: Any, directory: str | Path) -> None:
         "head": {"in_features": model.head.in_features, "out_features": model.head.out_features},
         "stage": model.stage,
         "format": fmt,
+        "with_cls": model.with_cls,
     }
     (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     if directory.exists():
@@ -90,7 +92,13 @@ def read_config(directory: str | Path) -> dict:
     return cfg
 
 
-def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | None = None) -> Any:
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | None = None, *,
+         trainable: bool = False) -> Any:
+    """`trainable`: LoRA adapters (and the [CLS] row) load ready to train further (a later training stage)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safecls.model.loading import load_base
@@ -108,7 +116,7 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
             raise CheckpointError(f"{directory}/{CONFIG_NAME}: a LoRA checkpoint needs base.name_or_path")
         base, _ = load_base(ref, dtype=dtype)
         add_cls_token(base, tok)
-        model = PeftModel.from_pretrained(base, directory)
+        model = PeftModel.from_pretrained(base, directory, is_trainable=trainable)
     elif cfg["format"] == "full":
         ref = None
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
@@ -119,7 +127,8 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     head = nn.Linear(cfg["head"]["in_features"], cfg["head"]["out_features"])
     head.load_state_dict(load_file(str(directory / HEAD_NAME)))
     head.to(dtype=dtype)
-    m = SafeClsModel(model, tok, head, int(cfg["cls_token_id"]), stage=cfg.get("stage", "sft"), base_ref=ref)
+    m = SafeClsModel(model, tok, head, int(cfg["cls_token_id"]), stage=cfg.get("stage", "sft"), base_ref=ref,
+                     with_cls=bool(cfg.get("with_cls", True)))
     if device:
         m.to(device)
     m.eval()

@@ -106,17 +106,37 @@ def flex_dense_equivalent(kinds: torch.Tensor, stage: Stage) -> torch.Tensor:
     return create_mask(mask_mod, B, 1, T, T, device=kinds.device)[:, 0]
 
 
-# ---- inference: the [CLS] re-evaluation row -------------------------------------------------------------------
+# ---- inference: the rows of the decode engine's forwards -----------------------------------------------------
+
+NO_STEP = -(2**31)  # generation index of a cached position that is not a reply token
 
 
-def cls_span(kinds: torch.Tensor, gen_index: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Which cached positions a re-evaluated [CLS] sees: the prompt's content plus generated steps in [lo, hi).
+def inference_allowed(kinds: torch.Tensor, cls_visible: torch.Tensor) -> torch.Tensor:
+    """The prompt forward's (B, T, T) mask: the sft routing, with the [CLS] hidden from every other row where
+    `cls_visible` (B,) is False (a pretrain-stage model, or a row decoded with the [CLS] invisible)."""
+    allow = allowed(kinds, "sft")
+    hide = (kinds == Kind.CLS) & ~cls_visible[:, None]  # (B, T) keys to hide
+    return allow & ~(hide[:, None, :] & (kinds != Kind.CLS)[:, :, None])
+
+
+def token_row(kinds: torch.Tensor, live: torch.Tensor, cls_visible: torch.Tensor) -> torch.Tensor:
+    """(B, Tc) what a newly generated token sees among the cached positions: every real token, the [CLS] where
+    visible, never a read (EVAL) or padding. A row that is not `live` sees nothing (its slot becomes padding)."""
+    ok = (kinds != Kind.PAD) & (kinds != Kind.EVAL) & ((kinds != Kind.CLS) | cls_visible[:, None])
+    return ok & live[:, None]
+
+
+def read_row(kinds: torch.Tensor, gen_index: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+             read_prompt: torch.Tensor) -> torch.Tensor:
+    """(B, Tc) which cached positions a [CLS] read sees: the prompt's content (where `read_prompt`) plus the reply
+    tokens of generation steps in [lo, hi) (strategic attention; a prefill has negative steps). Template tokens and
+    padding are never seen (R4).
 
     Args:
         kinds: (B, Tc) kinds of the cached positions (rolled-back positions are PAD).
-        gen_index: (B, Tc) generation step of each cached response token (-1 elsewhere).
-        lo, hi: (B,) half-open range of generation steps (strategic attention rules R1-R3).
-    Returns (B, Tc) bool. Template tokens and padding are never seen (R4).
+        gen_index: (B, Tc) generation step of each cached reply token (NO_STEP elsewhere).
+        lo, hi: (B,) half-open range of generation steps.
+        read_prompt: (B,) bool.
     """
     resp = (kinds == Kind.RESPONSE) & (gen_index >= lo[:, None]) & (gen_index < hi[:, None])
-    return (kinds == Kind.QUERY) | resp
+    return ((kinds == Kind.QUERY) & read_prompt[:, None]) | resp

@@ -54,7 +54,7 @@ class SafeClsModel(nn.Module):
     """Wraps a causal LM. `base` may be a peft model (LoRA); `head` reads the final state at [CLS]."""
 
     def __init__(self, base: Any, tokenizer: Any, head: nn.Linear, cls_token_id: int, *, stage: Stage = "sft",
-                 base_ref: str | None = None):
+                 base_ref: str | None = None, with_cls: bool = True):
         super().__init__()
         self.base = base
         self.tokenizer = tokenizer
@@ -62,6 +62,8 @@ class SafeClsModel(nn.Module):
         self.cls_token_id = cls_token_id
         self.stage: Stage = stage
         self.base_ref = base_ref
+        # False: trained without [CLS] (the plain-SFT baseline): it decodes as the plain model it is, and has no head
+        self.with_cls = with_cls
         self.attention: Literal["dense", "flex"] = "dense"
 
     # ---- construction ------------------------------------------------------------------------------------------
@@ -197,6 +199,9 @@ class SafeClsModel(nn.Module):
     def classify(self, prompts: Sequence[Prompt], responses: Sequence[str] | None = None, batch_size: int = 16) -> list[float]:
         """P(malicious) per prompt, or per (prompt, response) pair (the head re-read over both, as the engine
         does when it re-evaluates during generation)."""
+        if not self.with_cls:
+            raise ModelError("this model was trained without the [CLS] token (with_cls: false, the plain-SFT "
+                             "baseline): its head was never trained. Fix: classify with a model trained with_cls: true")
         if responses is not None and len(responses) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         out: list[float] = []
@@ -241,10 +246,11 @@ class SafeClsModel(nn.Module):
         save(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory: Any, dtype: torch.dtype | None = None, device: str | None = None) -> SafeClsModel:
+    def from_pretrained(cls, directory: Any, dtype: torch.dtype | None = None, device: str | None = None, *,
+                        trainable: bool = False) -> SafeClsModel:
         from safecls.model.checkpoint import load
 
-        return load(directory, dtype=dtype, device=device)
+        return load(directory, dtype=dtype, device=device, trainable=trainable)
 
 
 def lm_target_positions(batch: Batch, lm: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--schedule", choices=["first", "every", "periodic", "annealing"], default="annealing")
     p.add_argument("--threshold", type=float, default=0.5, help="P(malicious) above which the head says malicious")
     p.add_argument("--preset", choices=["seed", "authors"], default="seed",
-                   help="r1/r2/r3/tau defaults: seed (10/10/10/3) or the paper scripts' (5/15/10/3)")
+                   help="r2/r3/tau defaults: seed (10/10/3) or the paper scripts' (15/10/3)")
     p.add_argument("--separate-pass", action="store_true", help="evaluate [CLS] in its own pass instead of fused")
     p.add_argument("--no-safety-overrides", action="store_true", help="reject per-request safety_* fields")
     p.add_argument("--min-policy", choices=["low", "medium", "high"], default="low",

@@ -13,7 +13,7 @@ from typing import Any
 
 from safecls.errors import SafeclsError
 from safecls.inference.config import DecodeConfig
-from safecls.inference.engine import GenerationResult, StepEvent
+from safecls.inference.results import GenerationResult, StepEvent
 from safecls.model.encoding import encode_prompt
 from safecls.serve.batcher import QueueFull, RowJob, ServerStopping
 from safecls.serve.protocol import ChatCompletionRequest, CompletionRequest, SafetyInfo, ServeError, new_id, now

@@ -2,8 +2,8 @@
 error shape, and the one wire -> engine mapping (`to_decode_config`).
 
 Extra fields safecls adds, which the official client keeps in `model_extra`:
-- requests: `safety_policy`, `safety_schedule`, `safety_threshold`, `safety_period`, `safety_tau`, `safety_r1`,
-  `safety_r2`, `safety_r3` override the server's `decode_defaults` for that request (ServeSettings decides whether
+- requests: `safety_policy`, `safety_schedule`, `safety_threshold`, `safety_period`, `safety_tau`,
+  `safety_r2`, `safety_r3`, `safety_read_prompt` override the server's `decode_defaults` for that request (ServeSettings decides whether
   they are allowed, and the lowest policy a request may ask for);
 - responses: `safety` on each choice (`SafetyInfo`): the head's P(malicious) on the prompt and at its last read,
   the steps it read, and what the policy did.
@@ -88,9 +88,9 @@ class _SafetyFields(_Wire):
     safety_threshold: float | None = Field(None, gt=0, lt=1)
     safety_period: int | None = Field(None, gt=0)
     safety_tau: int | None = Field(None, gt=0)
-    safety_r1: int | None = Field(None, gt=0)
     safety_r2: int | None = Field(None, gt=0)
     safety_r3: int | None = Field(None, ge=0)
+    safety_read_prompt: bool | None = None
 
     def safety_overrides(self) -> dict[str, Any]:
         return {name.removeprefix("safety_"): getattr(self, name) for name in _SafetyFields.model_fields

@@ -41,7 +41,7 @@ class ServeSettings(StrictModel):
     decode_defaults: DecodeConfig = Field(
         default_factory=DecodeConfig,
         description="Server-level safety policy, schedule and their parameters (policy, schedule, period, anneal_*, "
-        "r1-r3, tau, threshold, refusal texts, cls_visible) and `fused`, which is batch-wide and never per request. "
+        "r2, r3, read_prompt, tau, threshold, refusal texts, cls_visible) and `fused`, which is batch-wide and never per request. "
         "Sampling fields (max_new_tokens, temperature, top_p, seed, stop) come from each request.",
     )
     allow_safety_overrides: bool = Field(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from safecls.config import StrictModel
 from safecls.model.safecls_model import LoraOptions
+
+# L_cls weights of the paper: pretrain L_lm + 0.01 L_cls; sft L_sft + 0.1 L_cls (0.01 was their other setting).
+DEFAULT_LAMBDA_CLS = {"pretrain": 0.01, "sft": 0.1}
 
 # Fields that shape the trajectory: a resumed run must match the checkpoint's values on all of them.
 TRAJECTORY_FIELDS = ("model", "stage", "with_cls", "lambda_cls", "train_file", "max_length", "lora", "lr", "head_lr",
@@ -17,14 +20,17 @@ TRAJECTORY_FIELDS = ("model", "stage", "with_cls", "lambda_cls", "train_file", "
 
 class TrainConfig(StrictModel):
     model: str = Field("default", description="Base causal LM: 'default' (embedded SmolLM2-135M-Instruct), a local "
-                                              "HF folder, or a hub id.")
+                                              "HF folder, a hub id, or a safecls checkpoint to continue (e.g. the sft "
+                                              "stage from a pretrain-stage run's final/: its head, [CLS] row and "
+                                              "adapters train on).")
     stage: Literal["pretrain", "sft"] = Field("sft", description="pretrain: L_lm + λ·L_cls over all tokens ([CLS] sees "
                                                                  "everything, nobody sees [CLS]); sft: L_sft on response "
                                                                  "tokens + λ·L_cls ([CLS] sees the query only).")
     with_cls: bool = Field(True, description="False: plain SFT/LM training on the same data and code path, no [CLS] in "
                                              "the batch and no head loss (the same-data baseline). Needs lambda_cls: 0.")
-    lambda_cls: float = Field(0.1, ge=0, description="Weight of the head's cross-entropy. Paper: 0.01 (pretrain), "
-                                                     "0.1 or 0.01 (sft).")
+    lambda_cls: float = Field(None, ge=0, validate_default=False,  # type: ignore[arg-type]
+                              description="Weight of the head's cross-entropy. Default per stage, the paper's: 0.01 "
+                                          "pretrain, 0.1 sft (0 with with_cls: false).")
     train_file: str = Field(description="JSONL training records: {'messages': [...user..., assistant], 'label': 0|1, "
                                         "'source'} (sft or pretrain) or {'text', 'label'} (pretrain only).")
     eval_file: str | None = Field(None, description="Held-out JSONL in the same format; evaluated at the end (and every "
@@ -63,6 +69,15 @@ class TrainConfig(StrictModel):
                                                                      "flex: FlexAttention block masks (CUDA only: no "
                                                                      "block-sparse backward on CPU; Llama-family "
                                                                      "models, not GPT-2).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_default_lambda(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("lambda_cls") is None:
+            stage = data.get("stage", "sft")
+            with_cls = data.get("with_cls", True)
+            data = {**data, "lambda_cls": DEFAULT_LAMBDA_CLS.get(stage, 0.0) if with_cls is not False else 0.0}
+        return data
 
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:

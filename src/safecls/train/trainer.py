@@ -113,11 +113,37 @@ def _mixed_precision(cfg: TrainConfig) -> str:
     return "bf16" if cfg.dtype == "bf16" else "no"
 
 
+def _continue_from(cfg: TrainConfig):
+    """A safecls checkpoint as the starting point (an sft stage after a pretrain stage): its head, [CLS] row and
+    weights or LoRA adapters train on; nothing is re-initialised."""
+    from safecls.model import SafeClsModel
+    from safecls.model.checkpoint import read_config
+
+    saved = read_config(cfg.model)
+    if (saved["format"] == "lora") != (cfg.lora is not None):
+        have = "LoRA adapters" if saved["format"] == "lora" else "full weights"
+        raise ConfigError(f"model: {cfg.model} holds {have}, but lora is {'unset' if cfg.lora is None else 'set'}. "
+                          "Fix: continue a LoRA checkpoint with the same lora options, a full one with lora: null")
+    model = SafeClsModel.from_pretrained(cfg.model, trainable=True)
+    if cfg.lora is not None:
+        peft_cfg = model.base.peft_config["default"]
+        if (peft_cfg.r, peft_cfg.lora_alpha) != (cfg.lora.r, cfg.lora.alpha):
+            raise ConfigError(f"lora: r={cfg.lora.r}, alpha={cfg.lora.alpha}, but {cfg.model} was trained with "
+                              f"r={peft_cfg.r}, alpha={peft_cfg.lora_alpha}. Fix: set lora.r and lora.alpha to match")
+    model.stage = cfg.stage
+    return model
+
+
 def _build_model(cfg: TrainConfig):
     from safecls.model import SafeClsModel, load_base
+    from safecls.model.checkpoint import is_checkpoint
 
-    model = SafeClsModel.from_base(*load_base(cfg.model), lora=cfg.lora, stage=cfg.stage, seed=cfg.seed)
+    if is_checkpoint(cfg.model):
+        model = _continue_from(cfg)
+    else:
+        model = SafeClsModel.from_base(*load_base(cfg.model), lora=cfg.lora, stage=cfg.stage, seed=cfg.seed)
     model.use_attention(cfg.attention)
+    model.with_cls = cfg.with_cls
     if not cfg.with_cls:
         # plain SFT: no [CLS] ever appears, so the head and the [CLS] row get no gradient; freeze them
         model.head.requires_grad_(False)

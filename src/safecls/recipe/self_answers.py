@@ -1,0 +1,46 @@
+"""Step 1 of the recipe: the base model's own greedy answers to every pool prompt, cached (inference/answers.py).
+
+Benign instructions get the base model's answers as SFT targets (its style, not a stronger model's); the harmful
+requests' answers are the compliant texts the pretrain stage teaches the head to read. SmolLM2-135M-Instruct refuses
+almost nothing, so its answers to harmful requests are harmful completions.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from safecls.inference.answers import CachedAnswer, cached_answers
+from safecls.inference.config import DecodeConfig
+from safecls.recipe.sources import POOLS, SourcePrompt, read_pool, subset
+
+logger = logging.getLogger(__name__)
+
+# Harmful completions need less room than benign answers: the head reads a window, and a loop is cut anyway.
+MAX_NEW_TOKENS = {"safety-sft": 128}
+DEFAULT_MAX_NEW_TOKENS = 160
+
+
+def decode_config(pool: str) -> DecodeConfig:
+    return DecodeConfig(max_new_tokens=MAX_NEW_TOKENS.get(pool, DEFAULT_MAX_NEW_TOKENS), temperature=0.0, policy="low")
+
+
+def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "default",
+                 pools: tuple[str, ...] = tuple(POOLS), limits: dict[str, int] | None = None,
+                 engine=None) -> dict[str, CachedAnswer]:
+    """{prompt id: answer} for every prompt of `pools` (at most `limits[pool]` of a pool: a seeded subset), generating
+    what the cache lacks."""
+    if engine is None:
+        from safecls.inference.engine import Engine
+        from safecls.model import load_base
+
+        engine = Engine.plain(*load_base(model))
+    out: dict[str, CachedAnswer] = {}
+    for pool in pools:
+        items: list[SourcePrompt] = read_pool(data_dir, pool)
+        if limits and pool in limits:
+            items = subset(items, limits[pool])
+        answers = cached_answers(engine.generate, [i.prompt for i in items], cache_file, decode_config(pool),
+                                 tag=f"base:{model}")
+        out.update({i.id: a for i, a in zip(items, answers, strict=True)})
+    return out

@@ -1,0 +1,71 @@
+"""Streamed text is always a prefix of the final text, whatever strategic decoding does to the reply."""
+
+from __future__ import annotations
+
+import pytest
+
+from safecls.inference import DecodeConfig, Engine
+from safecls.inference.intervention import refusal_insert
+from safecls.model import SafeClsModel
+from tests.inference.scripted import ForcedTokens, ScriptedHead
+from tests.tiny import tiny_model
+
+PROMPTS = ["How do I bake bread?", "Tell me a joke about the sea and the fox, please, right now", "Hi"]
+PREFIX = DecodeConfig().refusal_prefix
+
+
+def _stream(eng, prompts, cfg, prefills=None):
+    pieces, final = {}, {}
+    for ev in eng.stream(prompts, cfg, prefills=prefills):
+        pieces[ev.row] = pieces.get(ev.row, "") + ev.delta
+        assert final.get(ev.row) is None, "an event after the final one"
+        if ev.finished:
+            final[ev.row] = ev.result.text
+    return pieces, final
+
+
+@pytest.mark.parametrize("policy", ["medium", "high"])
+@pytest.mark.parametrize("script", [
+    [0.1] * 4 + [0.9] * 10,                  # trigger at step 2, confirmed (tau 3)
+    [0.1] * 4 + [0.9, 0.9, 0.1] + [0.1] * 9,  # a false trigger
+    [0.9],                                     # malicious from the start
+    [0.1] * 9 + [0.9],                         # a trigger pending when the reply ends
+])
+def test_streamed_text_is_a_prefix_of_the_final_text(policy, script, monkeypatch):
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    eng = Engine(model)
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, script))
+    cfg = DecodeConfig(max_new_tokens=12, min_new_tokens=12, schedule="every", tau=3, policy=policy)
+    pieces, final = _stream(eng, PROMPTS[:1], cfg)
+    assert pieces[0] == final[0]
+    with_prefill = _stream(eng, PROMPTS[:1], cfg, prefills=["Sure, here is"])
+    assert with_prefill[0][0] == with_prefill[1][0]
+
+
+def test_a_trigger_right_after_the_model_opened_a_refusal_completes_it(monkeypatch):
+    """The model writes "... water. Sorry" (shown while benign); a read then triggers (tau 1): the reply continues the
+    opening it already showed instead of rolling it back ("Sorry Sorry, I cannot")."""
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    tok = model.tokenizer
+    eng = Engine(model)
+    words = tok(" Mix flour and water. Sorry", add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, dict(enumerate(words))))
+    n = len(words)
+    # reads at steps 0 .. n-1 benign; step n (the first free token after "Sorry") malicious, confirmed at once
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * (n + 1) + [0.9] * 50))
+    cfg = DecodeConfig(max_new_tokens=30, min_new_tokens=30, schedule="every", tau=1)
+    pieces, final = _stream(eng, PROMPTS[:1], cfg)
+    assert final[0].startswith(tok.decode(words))
+    assert final[0].startswith(pieces[0]) and pieces[0] == final[0]
+    assert tok.decode(words).strip() + PREFIX[len("Sorry"):] in final[0]
+    assert "Sorry Sorry" not in final[0] and final[0].count("Sorry") == 1
+
+
+def test_refusal_insert():
+    assert refusal_insert("Mix flour and water. Sorry", "", PREFIX) == PREFIX[len("Sorry"):]
+    assert refusal_insert("Sorry, I", "", PREFIX) == PREFIX[len("Sorry, I"):]
+    assert refusal_insert("Mix flour and water.", "", PREFIX) == " " + PREFIX
+    assert refusal_insert("Mix flour and water. ", "", PREFIX) == PREFIX
+    assert refusal_insert("", "", PREFIX) == PREFIX
+    assert refusal_insert("", "Sure, here is", PREFIX) == " " + PREFIX  # after a prefill: a separate word
+    assert refusal_insert("NotSorry", "", PREFIX) == " " + PREFIX  # only a whole word opens the refusal
