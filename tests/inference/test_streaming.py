@@ -42,13 +42,15 @@ def test_streamed_text_is_a_prefix_of_the_final_text(policy, script, monkeypatch
     assert with_prefill[0][0] == with_prefill[1][0]
 
 
-def test_a_trigger_right_after_the_model_opened_a_refusal_completes_it(monkeypatch):
+@pytest.mark.parametrize("written", [" Mix flour and water. Sorry", " Mix flour and water.Sorry"])
+def test_a_trigger_right_after_the_model_opened_a_refusal_completes_it(written, monkeypatch):
     """The model writes "... water. Sorry" (shown while benign); a read then triggers (tau 1): the reply continues the
-    opening it already showed instead of rolling it back ("Sorry Sorry, I cannot")."""
+    opening it already showed instead of rolling it back ("Sorry Sorry, I cannot", or text that differs from what
+    was shown)."""
     model = SafeClsModel.from_base(*tiny_model("llama"))
     tok = model.tokenizer
     eng = Engine(model)
-    words = tok(" Mix flour and water. Sorry", add_special_tokens=False)["input_ids"]
+    words = tok(written, add_special_tokens=False)["input_ids"]
     monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, dict(enumerate(words))))
     n = len(words)
     # reads at steps 0 .. n-1 benign; step n (the first free token after "Sorry") malicious, confirmed at once
