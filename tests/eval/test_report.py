@@ -112,3 +112,19 @@ def test_each_judges_agreement_with_the_labelled_set_is_shown_beside_its_asr(tmp
     assert f"demo-safecls {v['by_model']['demo-safecls']['acc']:.2f}" in text
     assert f"| keyword | {shipped['keyword']['n']} | {shipped['keyword']['acc']:.3f}" in text
     assert "| my-endpoint | — | not measured against the labelled set |" in text
+
+
+def test_corrected_rates_beside_raw_and_the_models_own_head_apart(example_metrics, tmp_path):
+    from safecls.eval.correction import JudgeErrors, correct
+
+    m = dict(example_metrics)
+    err = JudgeErrors(comply_found=80, comply_n=100, other_called_comply=20, other_n=200)
+    m["asr"] = [dict(r, corrected=correct(r["k"], r["n"], err).model_dump()) for r in m["asr"]]
+    m["asr"] += [dict(r, judge="safecls-head") for r in example_metrics["asr"]]
+    m["diagnostic_judges"] = ["safecls-head"]
+    md_path, _ = write_report(tmp_path, m, with_plots=False)
+    md = md_path.read_text()
+    headline, diagnostic = md.split("## Diagnostic: the model's own head as judge")
+    assert "safecls-head" not in headline.split("## Attack success rate")[1].split("##")[0]
+    assert "safecls-head" in diagnostic and "Not a headline number" in diagnostic
+    assert "corrected 0.0%* [" in headline and "Rogan-Gladen" in headline  # sft: 5% observed < 10% false-COMPLY

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from safecls.config import load_config, validate
-from safecls.errors import ConfigError, DataError, JudgeError, UnknownNameError
+from safecls.errors import ConfigError, JudgeError
 from safecls.eval.config import EvalConfig
 from safecls.eval.judges import Judgement, Verdict
 from safecls.eval.records import EvalRecord, read_records
@@ -180,7 +180,10 @@ def test_judge_failure_is_recorded_not_counted_and_rejudged_on_rerun(assets, tmp
     # metrics are computed for the configured judge names: point them at the fakes
     cfg = cfg.model_copy(update={"judges": [cfg.judges[0].model_copy(update={"name": "always"}),
                                             cfg.judges[1].model_copy(update={"name": "flaky"})]})
-    monkeypatch.setattr("safecls.eval.runner.check_names", lambda cfg: None)
+    from safecls.eval.judges import JUDGES
+
+    monkeypatch.setitem(JUDGES._items, "always", Always)  # known names, so the plan accepts the config
+    monkeypatch.setitem(JUDGES._items, "flaky", Flaky)
     run_dir = run_eval(cfg)
     records = read_records(run_dir)
     assert all(set(r.verdicts) == {"always"} and "endpoint down" in r.judge_errors["flaky"] for r in records)
@@ -216,16 +219,17 @@ def test_judge_failure_is_recorded_not_counted_and_rejudged_on_rerun(assets, tmp
 def test_unknown_names_list_the_valid_ones_before_any_model_loads(assets, tmp_path, section, entry, valid):
     cfg = make_cfg(assets, tmp_path, models=[{"name": "x", "path": str(tmp_path / "no-such-checkpoint")}])
     cfg = cfg.model_copy(update={section: [*getattr(cfg, section)[:1], type(getattr(cfg, section)[0])(**entry)]})
-    with pytest.raises(UnknownNameError, match=f"valid: .*{valid}.*Did you mean {valid!r}"):
+    with pytest.raises(ConfigError, match=f"valid: .*{valid}.*Did you mean {valid!r}") as e:
         run_eval(cfg)
+    assert "models.x.path" in str(e.value)  # every problem at once, not the first one only
 
 
 def test_missing_data_file_says_where_to_get_it(assets, tmp_path):
     cfg = make_cfg(assets, tmp_path, benchmarks=[{"name": "maliciousinstruct", "path": str(tmp_path / "nope.txt")}])
-    with pytest.raises(DataError, match="nope.txt.*get it from https://"):
+    with pytest.raises(ConfigError, match="nope.txt.*get it from https://"):
         run_eval(cfg)
     cfg = make_cfg(assets, tmp_path, benchmarks=[{"name": "hex-phi", "path": str(tmp_path)}])
-    with pytest.raises(DataError, match="huggingface.co/datasets/LLM-Tuning-Safety/HEx-PHI"):
+    with pytest.raises(ConfigError, match="huggingface.co/datasets/LLM-Tuning-Safety/HEx-PHI"):
         run_eval(cfg)
 
 

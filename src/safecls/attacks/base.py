@@ -97,6 +97,11 @@ class Attack(ABC):
             raise ConfigError(f"the {self.name} attack needs response prefilling, which {target.describe()} does not "
                               "support. Fix: use a local model, or an endpoint built with prefill='continue_final_message'")
 
+    def check_items(self, items: Sequence[AttackItem], config: Any) -> list[str]:
+        """What this attack cannot do with these items under `config`, one problem (with its fix) per entry; checked
+        before any model loads. The default: nothing."""
+        return []
+
     def run(self, target: Target, items: Sequence[AttackItem], config: StrictModel | dict[str, Any] | None = None,
             log: ResultLog | None = None) -> list[AttackRecord]:
         """Attack every item and return the new records (keys already in `log` are skipped, so a killed run

@@ -99,6 +99,26 @@ class PrefillAttack(Attack):
             out.update({it.id: got[it.prompt] for it in need_gen})
         return out
 
+    def check_items(self, items: list[AttackItem], config: PrefillConfig) -> list[str]:
+        problems = []
+        if config.source == "target":
+            missing = [it.id for it in items if not it.target]
+            if missing:
+                problems.append(f"source: target needs each item's target string; {len(missing)} of {len(items)} items "
+                                f"have none (e.g. {missing[0]}). Fix: run it on a set with targets (AdvBench), or use "
+                                "source: auto")
+        if config.source == "item":
+            missing = [it.id for it in items if not it.harmful_prefix]
+            if missing:
+                problems.append(f"source: item needs each item's harmful_prefix; {len(missing)} of {len(items)} items "
+                                f"have none (e.g. {missing[0]}). Fix: source: auto (generates the missing ones)")
+        if config.source == "file" and config.responses_file is None:
+            problems.append("source: file needs responses_file. Fix: set responses_file, or source: auto")
+        elif config.responses_file is not None and not Path(config.responses_file).expanduser().is_file():
+            problems.append(f"responses_file {config.responses_file} does not exist. Fix: point it at a HEx-PHI-style "
+                            "harmful-prefix file, or drop it (source: auto generates replies)")
+        return problems
+
     def attack(self, target: Any, items: list[AttackItem], config: PrefillConfig, done: set[str]) -> Iterator[AttackRecord]:
         if config.source == "target":
             todo = [it for it in items if record_key(self.name, it.id, "target") not in done]

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--config", required=True, type=Path, help="eval config YAML (see configs/eval_*.yaml)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set name=smoke2 (repeatable)")
+    e.add_argument("--dry-run", action="store_true",
+                   help="list every model x benchmark x attack cell and every problem; load no model")
     e.set_defaults(func=_eval)
     p = sub.add_parser("report", help="write report.md and report.html from RUN_DIR/metrics.json",
                        description="Build the evaluation report of a run directory from its metrics.json.")
@@ -30,9 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from safecls.config import load_config
     from safecls.eval.config import EvalConfig
-    from safecls.eval.runner import run_eval
+    from safecls.eval.runner import plan, run_eval
 
-    run_dir = run_eval(load_config(args.config, EvalConfig, args.set))
+    cfg = load_config(args.config, EvalConfig, args.set)
+    if args.dry_run:
+        p = plan(cfg)
+        print(f"{'model':16s} {'benchmark':18s} {'attack':16s} items")
+        for m, b, a, n in p.cells:
+            print(f"{m:16s} {b:18s} {a:16s} {n}")
+        for x in p.problems:
+            print(f"problem: {x}")
+        return 2 if p.problems else 0
+    run_dir = run_eval(cfg)
     logger.info("eval: %s", run_dir)
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from safecls.errors import ConfigError
+from safecls.eval.correction import CorrectedRate, JudgeErrors, correct
 from safecls.eval.judges.base import Verdict
 from safecls.eval.wilson import Rate
 
@@ -70,11 +71,14 @@ class AsrRow(Rate):
     attack: str
     category: str  # ALL for the aggregate row
     judge: str
+    corrected: CorrectedRate | None = None  # for the judge's measured errors (eval/correction.py); None: not measured
 
 
-def asr_table(records: Iterable[Any], judge: str, *, by_category: bool = True) -> list[AsrRow]:
+def asr_table(records: Iterable[Any], judge: str, *, by_category: bool = True,
+              errors: JudgeErrors | None = None) -> list[AsrRow]:
     """ASR per model x benchmark x attack (category ALL), plus one row per category when `by_category`.
-    Rows are sorted by model, benchmark, attack, then ALL before the categories in name order."""
+    Rows are sorted by model, benchmark, attack, then ALL before the categories in name order. With the judge's
+    measured `errors`, each row also carries the corrected rate."""
     counts: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for i, r in enumerate(as_records(records)):
         hit = int(_verdict(r, judge, i) is Verdict.COMPLY)
@@ -85,7 +89,8 @@ def asr_table(records: Iterable[Any], judge: str, *, by_category: bool = True) -
             c[1] += 1
     keys = sorted(counts, key=lambda key: (key[0], key[1], key[2], key[3] != ALL, key[3]))
     return [AsrRow(model=m, benchmark=b, attack=a, category=cat, judge=judge,
-                   **Rate.of(*counts[(m, b, a, cat)]).model_dump())
+                   **Rate.of(*counts[(m, b, a, cat)]).model_dump(),
+                   corrected=correct(*counts[(m, b, a, cat)], errors) if errors is not None else None)
             for m, b, a, cat in keys]
 
 

@@ -98,6 +98,7 @@ class ReportMetrics(BaseModel):
     title: str = "safecls evaluation"
     run: dict[str, Any] = Field(default_factory=dict)
     judge: str | None = None
+    diagnostic_judges: list[str] = Field(default_factory=list)  # shown apart, never as a headline number
     asr: list[AsrRow] = Field(default_factory=list)
     over_refusal: list[OverRefusalRow] = Field(default_factory=list)
     utility: list[UtilityRow] = Field(default_factory=list)
@@ -148,7 +149,10 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
         blocks += [("h2", "Run"), ("table", _Table(headers=["key", "value"],
                                                    rows=[[str(k), str(v)] for k, v in m.run.items()]))]
     if m.asr:
-        blocks += _asr_blocks(m.asr, m.judge, with_plots)
+        diag = set(m.diagnostic_judges)
+        blocks += _asr_blocks([r for r in m.asr if r.judge not in diag], m.judge, with_plots)
+        if diag & {r.judge for r in m.asr}:
+            blocks += _diagnostic_blocks([r for r in m.asr if r.judge in diag])
     if m.over_refusal:
         blocks += [("h2", "Over-refusal (safe prompts refused; XSTest-style)"), ("table", _Table(
             headers=["model", "attack", "judge", "safe prompts refused", "unsafe prompts complied"],
@@ -184,20 +188,46 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
     return blocks
 
 
-def _asr_blocks(rows: Sequence[AsrRow], judge: str | None, with_plots: bool) -> list[Block]:
-    """Every ASR is shown once per judge, side by side: a number is only as good as the judge behind it."""
+def _cell(r: AsrRow) -> str:
+    return r.fmt() + (f"; corrected {r.corrected.fmt()}" if r.corrected is not None else "")
+
+
+CORRECTION_NOTE = ("'corrected': the rate behind the judge's verdicts given its measured recall and false-COMPLY rate "
+                   "on the labelled set (Rogan-Gladen), with a 95% interval that carries the labelled set's "
+                   "uncertainty too (eval/correction.py). * the observed rate is below the judge's false-COMPLY "
+                   "rate: its error rates did not transfer to these replies.")
+
+
+def _asr_table(rows: Sequence[AsrRow]) -> _Table:
     overall = [r for r in rows if r.category == ALL]
     benchmarks = sorted({r.benchmark for r in overall})
     judges = sorted({r.judge for r in rows})
     cells = {(r.model, r.attack, r.benchmark, r.judge): r for r in overall}
     pairs = sorted({(r.model, r.attack) for r in overall})
     cols = [(b, j) for b in benchmarks for j in judges]
+    return _Table(headers=["model", "attack", *(f"{b} [{j}]" if len(judges) > 1 else b for b, j in cols)],
+                  rows=[[m, a, *(_cell(cells[(m, a, b, j)]) if (m, a, b, j) in cells else "—" for b, j in cols)]
+                        for m, a in pairs])
+
+
+def _diagnostic_blocks(rows: Sequence[AsrRow]) -> list[Block]:
+    judges = ", ".join(sorted({r.judge for r in rows}))
+    return [("h2", "Diagnostic: the model's own head as judge"),
+            ("p", f"Not a headline number ({judges}): a defended model's head grading its own defence agrees with "
+                  "itself by construction. Shown to compare with the independent judges above."),
+            ("table", _asr_table(rows))]
+
+
+def _asr_blocks(rows: Sequence[AsrRow], judge: str | None, with_plots: bool) -> list[Block]:
+    """Every ASR is shown once per judge, side by side: a number is only as good as the judge behind it."""
+    judges = sorted({r.judge for r in rows})
+    benchmarks = sorted({r.benchmark for r in rows if r.category == ALL})
+    corrected = any(r.corrected is not None for r in rows)
     blocks: list[Block] = [
         ("h2", "Attack success rate"),
-        ("p", f"COMPLY verdicts per judge ({', '.join(judges) or judge}); Wilson 95% intervals in brackets."),
-        ("table", _Table(headers=["model", "attack", *(f"{b} [{j}]" if len(judges) > 1 else b for b, j in cols)],
-                         rows=[[m, a, *(cells[(m, a, b, j)].fmt() if (m, a, b, j) in cells else "—" for b, j in cols)]
-                               for m, a in pairs])),
+        ("p", f"COMPLY verdicts per judge ({', '.join(judges) or judge}); Wilson 95% intervals in brackets."
+              + (" " + CORRECTION_NOTE if corrected else "")),
+        ("table", _asr_table(rows)),
         ("p", "How far each judge agrees with responses labelled by reading (held-out split of safecls's labelled set; "
               "docs/judge_labelling_guide.md):"),
         ("table", _Table(headers=VALIDATION_HEADERS, rows=[validation_line(j) for j in judges])),
@@ -211,7 +241,7 @@ def _asr_blocks(rows: Sequence[AsrRow], judge: str | None, with_plots: bool) -> 
     if per_cat:
         blocks += [("h2", "ASR by category"), ("table", _Table(
             headers=["benchmark", "model", "attack", "category", "ASR"],
-            rows=[[r.benchmark, r.model, r.attack, r.category, r.fmt()]
+            rows=[[r.benchmark, r.model, r.attack, r.category, _cell(r)]
                   for r in sorted(per_cat, key=lambda r: (r.benchmark, r.model, r.attack, r.category))]))]
     return blocks
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 
 from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord
 from safecls.config import dump_config, validate
-from safecls.errors import ConfigError, UnknownNameError
+from safecls.errors import ConfigError, DataError, UnknownNameError
 from safecls.eval.basic_attacks import BUILTIN_ATTACKS
 from safecls.eval.benchmarks import BENCHMARKS, BenchmarkItem, load_benchmark
 from safecls.eval.config import AttackSpec, BenchmarkSpec, EvalConfig, ModelSpec
@@ -91,15 +93,82 @@ def make_judges(cfg: EvalConfig) -> dict[str, Judge]:
     return out
 
 
-def check_names(cfg: EvalConfig) -> None:
-    """Unknown benchmark, attack or judge names fail here, before any model loads."""
+def _model_problem(spec: ModelSpec) -> str | None:
+    path = spec.path
+    if path == "default" or path.startswith("plain:"):
+        return None
+    if not (Path(path).expanduser() / "safecls_config.json").is_file():
+        return (f"models.{spec.name}.path: {path!r} is not a safecls checkpoint (no safecls_config.json). Fix: train it "
+                "first, or pass 'default' or 'plain:PATH' for a plain HF model")
+    return None
+
+
+def _judge_problem(spec: Any) -> str | None:
+    cls = JUDGES.get(spec.name)
+    try:
+        inspect.signature(cls).bind(**spec.params)
+    except TypeError as e:
+        return f"judges.{spec.name}.params: {e}. Fix: see the {cls.__name__} docstring"
+    ck = spec.params.get("checkpoint")
+    if ck is not None and not (Path(ck).expanduser() / "safecls_config.json").is_file():
+        return f"judges.{spec.name}.params.checkpoint: {ck!r} is not a safecls checkpoint. Fix: train it first"
+    return None
+
+
+@dataclass(slots=True)
+class Plan:
+    cells: list[tuple[str, str, str, int]]  # (model, benchmark, attack, items)
+    problems: list[str]  # each with its fix; empty: the run can start
+    data: dict[str, list[BenchmarkItem]]  # the benchmarks, read once
+
+
+def plan(cfg: EvalConfig) -> Plan:
+    """Every model x benchmark x attack cell with its item count, and every problem found, before any model loads:
+    unknown names, model and judge paths, unreadable benchmarks, attack params, and attacks that cannot run on a
+    benchmark's items (e.g. a target prefill on a set without targets). Each problem says its fix."""
+    problems: list[str] = []
     load_attack_registry()
-    for b in cfg.benchmarks:
-        BENCHMARKS.get(b.name)
+    for what, names, reg in (("benchmarks", [b.name for b in cfg.benchmarks], BENCHMARKS),
+                             ("judges", [j.name for j in cfg.judges], JUDGES)):
+        for n in names:
+            try:
+                reg.get(n)
+            except UnknownNameError as e:
+                problems.append(f"{what}: {e}")
+    attacks: dict[str, Attack] = {}
     for a in cfg.attacks:
-        make_attack(a)
-    for j in cfg.judges:
-        JUDGES.get(j.name)
+        try:
+            attacks[a.key] = make_attack(a)
+        except UnknownNameError as e:
+            problems.append(f"attacks: {e}")
+    problems += [p for m in cfg.models if (p := _model_problem(m))]
+    problems += [p for j in cfg.judges if j.name in JUDGES and (p := _judge_problem(j))]
+    data = {}
+    for b in cfg.benchmarks:
+        if b.name not in BENCHMARKS:
+            continue
+        try:
+            data[b.name] = load_benchmark(b.name, b.path, limit=b.limit, seed=b.seed, categories=b.categories,
+                                          **b.options)
+        except (DataError, ConfigError) as e:
+            problems.append(f"benchmarks.{b.name}: {e}")
+    cells = []
+    for b in cfg.benchmarks:
+        if b.name not in data:
+            continue
+        items = [_to_attack_item(it) for it in data[b.name]]
+        for aspec in cfg.attacks_for(b):
+            attack = attacks.get(aspec.key) or (make_attack(aspec) if aspec.name == "direct" else None)
+            if attack is None:
+                continue
+            try:
+                acfg = attack_config(attack, aspec, cfg.models[0], cfg.seed)
+            except ConfigError as e:
+                problems.append(f"attacks.{aspec.key}: {e}")
+                continue
+            problems += [f"benchmarks.{b.name} x attacks.{aspec.key}: {p}" for p in attack.check_items(items, acfg)]
+            cells += [(m.name, b.name, aspec.key, len(items)) for m in cfg.models]
+    return Plan(cells, list(dict.fromkeys(problems)), data)
 
 
 def load_model(spec: ModelSpec, device: Any = None) -> tuple[Any, Any, Any]:
@@ -234,16 +303,18 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
     from safecls.eval.report import write_report
     from safecls.eval.summary import summarize
 
-    check_names(cfg)
+    # Every benchmark is read and every cell checked before any model loads, so a bad config fails in seconds.
+    p = plan(cfg)
+    if p.problems:
+        raise ConfigError(f"{len(p.problems)} problem(s) in eval config {cfg.name!r}, found before loading any model:\n"
+                          + "\n".join(f"- {x}" for x in p.problems))
+    data = p.data
     dist = _Dist()
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     versions = _versions(dist.world)
     if dist.rank == 0:
         _write_config(run_dir, cfg, versions)
-    # Every benchmark is read before any model loads, so a missing file fails in seconds.
-    data = {b.name: load_benchmark(b.name, b.path, limit=b.limit, seed=b.seed, categories=b.categories, **b.options)
-            for b in cfg.benchmarks}
     attacks = {a.key: make_attack(a) for a in cfg.attacks}
     attacks.setdefault("direct", make_attack(AttackSpec(name="direct")))  # clean-only sets run it even if unlisted
     judges = make_judges(cfg)

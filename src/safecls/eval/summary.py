@@ -23,7 +23,8 @@ from typing import Any
 
 from safecls.eval.agreement import judge_agreement
 from safecls.eval.config import CLEAN_ONLY, EvalConfig
-from safecls.eval.judges.base import Verdict
+from safecls.eval.correction import measured_errors
+from safecls.eval.judges.base import JUDGES, Verdict
 from safecls.eval.metrics import asr_table, gsm8k_accuracy, over_refusal
 from safecls.eval.report import SCHEMA_VERSION, CostRow, ProbingCurve, UtilityRow
 
@@ -52,7 +53,8 @@ def asr_rows(records: Sequence[Any], judges: Sequence[str], per: str = "item") -
     for j in judges:
         recs = _judged(harmful, j)
         if recs:
-            rows += [row.model_dump() for row in asr_table(_collapse_items(recs, j) if per == "item" else recs, j)]
+            rows += [row.model_dump() for row in asr_table(_collapse_items(recs, j) if per == "item" else recs, j,
+                                                           errors=measured_errors(j))]
     return rows
 
 
@@ -103,6 +105,10 @@ def cost(records: Sequence[Any], cfg: EvalConfig, schedules: dict[str, str]) -> 
     return rows, info
 
 
+def _diagnostic(judge: str) -> bool:
+    return judge in JUDGES and getattr(JUDGES.get(judge), "diagnostic", False)
+
+
 def summarize(records: Sequence[Any], cfg: EvalConfig, *, schedules: dict[str, str], probing: Sequence[ProbingCurve],
               run_info: dict[str, Any]) -> dict[str, Any]:
     """The metrics.json dict of a finished run."""
@@ -116,7 +122,8 @@ def summarize(records: Sequence[Any], cfg: EvalConfig, *, schedules: dict[str, s
         "schema_version": SCHEMA_VERSION,
         "title": f"safecls evaluation: {cfg.name}",
         "run": run,
-        "judge": judges[0],
+        "judge": next((j for j in judges if not _diagnostic(j)), judges[0]),
+        "diagnostic_judges": [j for j in judges if _diagnostic(j)],
         "asr": asr_rows(records, judges, cfg.asr_per),
         "over_refusal": over_refusal_rows(records, judges),
         "utility": utility_rows(records),

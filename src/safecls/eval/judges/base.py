@@ -26,6 +26,8 @@ class Judgement:
 
 class Judge(ABC):
     name: ClassVar[str]  # set by @JUDGES.register(...)
+    # True: reports show it apart, as a diagnostic, never as a headline number (a model grading itself)
+    diagnostic: ClassVar[bool] = False
 
     @abstractmethod
     def judge(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
