@@ -6,7 +6,7 @@ from safecls.inference import schedules, strategic
 from safecls.inference.config import DecodeConfig
 from safecls.inference.strategic import Action
 
-CFG = DecodeConfig(r2=15, r3=10, tau=3, policy="medium")
+CFG = DecodeConfig(r2=15, r3=10, tau=3, threshold=0.5, policy="medium")
 
 
 def test_initially_malicious_acts_at_once_and_reads_no_more():
@@ -19,7 +19,7 @@ def test_initially_malicious_acts_at_once_and_reads_no_more():
 
 def test_r1_is_deprecated_and_has_no_effect():
     with pytest.warns(FutureWarning, match="r1 has no effect"):
-        cfg = DecodeConfig(r1=5)
+        cfg = DecodeConfig(r1=5).resolved()
     assert strategic.initial(cfg, 0.9)[0].rule == "DONE"
 
 
@@ -93,3 +93,13 @@ def test_schedules():
     cfg = DecodeConfig(schedule="annealing", anneal_stop=128)
     assert schedules.active(cfg, 127) and not schedules.active(cfg, 128)
     assert not schedules.active(DecodeConfig(schedule="first"), 0)
+
+
+def test_unset_threshold_and_tau_take_the_checkpoints_calibrated_values():
+    cfg = DecodeConfig(policy="medium")
+    assert (cfg.threshold, cfg.tau) == (None, None)
+    assert (cfg.resolved().threshold, cfg.resolved().tau) == (0.5, 3)  # uncalibrated
+    assert cfg.resolved({"threshold": 0.8, "tau": 2}).model_dump(include={"threshold", "tau"}) == {"threshold": 0.8,
+                                                                                                 "tau": 2}
+    own = DecodeConfig(threshold=0.6).resolved({"threshold": 0.8, "tau": 2})
+    assert (own.threshold, own.tau) == (0.6, 2)  # a value the caller set wins

@@ -128,7 +128,7 @@ def test_moderation_reports_the_head_score(live, model):
     inputs = ["How do I build a bomb?", "How do I bake bread?"]
     r = live.client().moderations.create(input=inputs)
     want = model.classify(inputs)
-    threshold = live.state.settings.flag_threshold
+    threshold = live.state.settings.flag_threshold(live.state.engine)
     for res, p in zip(r.results, want, strict=True):
         assert res.category_scores.model_extra["malicious"] == pytest.approx(p, abs=1e-5)
         assert res.flagged == (p > threshold) == res.categories.model_extra["malicious"]

@@ -129,7 +129,8 @@ def _chat(args: argparse.Namespace) -> int:
             if ev.finished:
                 result = ev.result
         n_int = len(result.trace.interventions) if result else 0
-        print(f"\n     {_indicator(last_p, cfg.threshold)}" + (f" intervened x{n_int}" if n_int else ""))
+        threshold = engine.resolve([cfg])[0].threshold
+        print(f"\n     {_indicator(last_p, threshold)}" + (f" intervened x{n_int}" if n_int else ""))
         history.append({"role": "assistant", "content": result.text if result else ""})
 
 

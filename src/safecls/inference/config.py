@@ -11,6 +11,8 @@ from safecls.config import StrictModel
 from safecls.data.refusals import REFUSAL_PREFIX  # training data and decoding must open refusals with the same words
 
 Policy = Literal["low", "medium", "high"]
+# What threshold and tau are for a model without calibrated values (safecls calibrate stores them with a checkpoint).
+UNCALIBRATED: dict[str, float | int] = {"threshold": 0.5, "tau": 3}
 Schedule = Literal["first", "every", "periodic", "annealing"]
 
 
@@ -44,8 +46,10 @@ class DecodeConfig(StrictModel):
     r3: int = Field(10, ge=0, description="R3 (benign -> malicious at S_t): reads see tokens [S_t - r2, S_t + r3].")
     read_prompt: bool = Field(True, description="Do R2/R3 reads see the prompt's content too (False: the generated "
                                                 "window only, the paper's Rule 2)?")
-    tau: int = Field(3, gt=0, description="Consecutive malicious reads that confirm a benign -> malicious switch (medium).")
-    threshold: float = Field(0.5, gt=0, lt=1, description="P(malicious) above which a read says malicious.")
+    tau: int | None = Field(None, gt=0, description="Consecutive malicious reads that confirm a benign -> malicious "
+                                                    "switch (medium). None: the checkpoint's calibrated value, else 3.")
+    threshold: float | None = Field(None, gt=0, lt=1, description="P(malicious) above which a read says malicious. "
+                                                                  "None: the checkpoint's calibrated value, else 0.5.")
     fused: bool = Field(True, description="Read [CLS] as an extra query row of the decode forward (False: a separate "
                                           "pass). The same for every row of a batch.")
     refusal_prefix: str = Field(REFUSAL_PREFIX, min_length=1)
@@ -63,6 +67,11 @@ class DecodeConfig(StrictModel):
             warnings.warn("DecodeConfig.r1 has no effect and will be removed in safecls 0.3: a reply flagged at the "
                           "start already opens with the refusal. Remove r1 from the config", FutureWarning, stacklevel=2)
         return self
+
+    def resolved(self, calibrated: dict[str, float | int] | None = None) -> DecodeConfig:
+        """Concrete threshold and tau: this config's own, else the checkpoint's calibrated ones, else the defaults."""
+        fill = {k: (calibrated or {}).get(k, UNCALIBRATED[k]) for k in UNCALIBRATED if getattr(self, k) is None}
+        return self.model_copy(update=fill) if fill else self
 
     @classmethod
     def authors(cls, **overrides) -> DecodeConfig:

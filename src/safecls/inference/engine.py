@@ -96,7 +96,7 @@ class Engine:
                  prefills: Sequence[str] | None = None, batch_size: int = 16) -> list[GenerationResult]:
         """One result per prompt, in order. Prompts are split into batches of `batch_size`."""
         prompts = list(prompts)
-        configs = per_row(config, len(prompts))
+        configs = self.resolve(per_row(config, len(prompts)))
         results: list[GenerationResult | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate", unit="seq", disable=None if len(prompts) > batch_size else True,
                    leave=False)
@@ -114,9 +114,14 @@ class Engine:
     def stream(self, prompts: Sequence[Prompt], config: DecodeConfig | Sequence[DecodeConfig] | None = None,
                prefills: Sequence[str] | None = None, cancelled: Any = None) -> Iterator[StepEvent]:
         """Yields StepEvents as text becomes final. `cancelled(row) -> bool` is polled each step."""
-        configs = per_row(config, len(prompts))
+        configs = self.resolve(per_row(config, len(prompts)))
         with torch.no_grad():
             yield from self._run(list(prompts), configs, list(prefills) if prefills else [""] * len(prompts), cancelled)
+
+    def resolve(self, configs: list[DecodeConfig]) -> list[DecodeConfig]:
+        """Each config with concrete threshold and tau: its own, else the checkpoint's calibrated ones."""
+        calibrated = getattr(self.model, "calibrated", None) or {}
+        return [c.resolved(calibrated) for c in configs]
 
     # ---- model calls ---------------------------------------------------------------------------------------------
     def _encode(self, prompts: list[Prompt], prefills: list[str], configs: list[DecodeConfig]) -> list[Encoded]:

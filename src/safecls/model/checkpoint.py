@@ -7,7 +7,8 @@
          adapter_*             LoRA: peft adapters incl. the [CLS] row    (format "lora"; base loaded from base.name_or_path)
          tokenizer files + chat template
 
-Decode settings (DecodeConfig) are never stored here. Files safecls wrote are read tolerantly: unknown keys
+Decode settings (DecodeConfig) are never stored here, except the two that `safecls calibrate` chooses for this very
+checkpoint (threshold, tau in calibration.json), which every DecodeConfig that leaves them unset takes. Files safecls wrote are read tolerantly: unknown keys
 get one warning. Writes go to DIR.tmp, then a rename.
 """
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "safecls_config.json"
 HEAD_NAME = "head.safetensors"
+CALIBRATION_NAME = "calibration.json"  # `safecls calibrate`: the decode threshold and tau chosen for this checkpoint
 KNOWN_KEYS = {"safecls_version", "base", "cls_token", "cls_token_id", "head", "stage", "format", "with_cls"}
 
 
@@ -61,6 +63,8 @@ def save(model: Any, directory: str | Path) -> None:
         "with_cls": model.with_cls,
     }
     (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    if model.calibration is not None:
+        (tmp / CALIBRATION_NAME).write_text(json.dumps(model.calibration, indent=2) + "\n", encoding="utf-8")
     if directory.exists():
         old = directory.with_name(directory.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -129,7 +133,24 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     head.to(dtype=dtype)
     m = SafeClsModel(model, tok, head, int(cfg["cls_token_id"]), stage=cfg.get("stage", "sft"), base_ref=ref,
                      with_cls=bool(cfg.get("with_cls", True)))
+    if (directory / CALIBRATION_NAME).is_file():
+        m.calibration = read_calibration(directory)
     if device:
         m.to(device)
     m.eval()
     return m
+
+
+def read_calibration(directory: str | Path) -> dict:
+    path = Path(directory) / CALIBRATION_NAME
+    try:
+        cal = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}). Fix: run safecls calibrate again") from None
+    decode = cal.get("decode", {})
+    unknown = set(decode) - {"threshold", "tau"}
+    if unknown:
+        logger.warning("%s: ignoring decode settings this safecls version does not calibrate: %s", path,
+                       ", ".join(sorted(unknown)))
+    cal["decode"] = {k: v for k, v in decode.items() if k in ("threshold", "tau")}
+    return cal

@@ -64,7 +64,14 @@ class SafeClsModel(nn.Module):
         self.base_ref = base_ref
         # False: trained without [CLS] (the plain-SFT baseline): it decodes as the plain model it is, and has no head
         self.with_cls = with_cls
+        # `safecls calibrate`'s choice: {"decode": {"threshold", "tau"}, "target": ..., "dev": {...}}; None: uncalibrated
+        self.calibration: dict | None = None
         self.attention: Literal["dense", "flex"] = "dense"
+
+    @property
+    def calibrated(self) -> dict[str, float | int]:
+        """The decode defaults calibration chose (threshold, tau); {} when uncalibrated."""
+        return dict((self.calibration or {}).get("decode", {}))
 
     # ---- construction ------------------------------------------------------------------------------------------
     @classmethod

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from safecls.inference.answers import CachedAnswer, cached_answers
 from safecls.inference.config import DecodeConfig
-from safecls.recipe.sources import POOLS, SourcePrompt, read_pool, subset
+from safecls.recipe.labels import contrast_pairs
+from safecls.recipe.sources import SourcePrompt, read_pool, subset
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +26,26 @@ def decode_config(pool: str) -> DecodeConfig:
     return DecodeConfig(max_new_tokens=MAX_NEW_TOKENS.get(pool, DEFAULT_MAX_NEW_TOKENS), temperature=0.0, policy="low")
 
 
+CONTRAST_POOLS = ("contrast-safe", "contrast-unsafe")
+# what the recipe uses of each pool; the rest of LIMA and Code Alpaca is not needed for a few thousand examples
+LIMITS = {"code-alpaca": 1000, "lima": 500}
+ALL_POOLS = ("safety-sft", *CONTRAST_POOLS, "alpaca", "code-alpaca", "lima")
+
+
+def pool_prompts(data_dir: str | Path, pool: str, limits: dict[str, int] | None = None) -> list[SourcePrompt]:
+    """The prompts of a pool: a shared-data file's (at most `limits[pool]`, a seeded subset) or the contrast pairs'."""
+    if pool in CONTRAST_POOLS:
+        side = pool.removeprefix("contrast-")
+        return [SourcePrompt(f"{p.id}/{side}", getattr(p, side), None) for p in contrast_pairs()]
+    items = read_pool(data_dir, pool)
+    limits = LIMITS if limits is None else limits
+    return subset(items, limits[pool]) if pool in limits else items
+
+
 def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "default",
-                 pools: tuple[str, ...] = tuple(POOLS), limits: dict[str, int] | None = None,
+                 pools: tuple[str, ...] = ALL_POOLS, limits: dict[str, int] | None = None,
                  engine=None) -> dict[str, CachedAnswer]:
-    """{prompt id: answer} for every prompt of `pools` (at most `limits[pool]` of a pool: a seeded subset), generating
-    what the cache lacks."""
+    """{prompt id: answer} for every prompt of `pools`, generating what the cache lacks."""
     if engine is None:
         from safecls.inference.engine import Engine
         from safecls.model import load_base
@@ -37,9 +53,7 @@ def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "
         engine = Engine.plain(*load_base(model))
     out: dict[str, CachedAnswer] = {}
     for pool in pools:
-        items: list[SourcePrompt] = read_pool(data_dir, pool)
-        if limits and pool in limits:
-            items = subset(items, limits[pool])
+        items = pool_prompts(data_dir, pool, limits)
         answers = cached_answers(engine.generate, [i.prompt for i in items], cache_file, decode_config(pool),
                                  tag=f"base:{model}")
         out.update({i.id: a for i, a in zip(items, answers, strict=True)})

@@ -210,7 +210,7 @@ def _v1_router() -> APIRouter:
             raise ServeError(400, f"input: {e}", param="input", code="context_length_exceeded") from None
         except SafeclsError as e:
             raise ServeError(400, f"input: {e}", param="input") from None
-        threshold = s.settings.flag_threshold
+        threshold = s.settings.flag_threshold(s.engine)
         results = [moderation_result(p, threshold) for p in scores]
         s.metrics.moderated.inc(len(results))
         s.metrics.flagged.inc(sum(r["flagged"] for r in results))

@@ -6,7 +6,7 @@ one environment variable it reads (SAFECLS_API_KEY).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
@@ -57,6 +57,8 @@ class ServeSettings(StrictModel):
     def key_values(self) -> list[str]:
         return [k.get_secret_value() for k in self.api_keys]
 
-    @property
-    def flag_threshold(self) -> float:
-        return self.moderation_threshold if self.moderation_threshold is not None else self.decode_defaults.threshold
+    def flag_threshold(self, engine: Any) -> float:
+        """The moderation threshold: its own, else the decode threshold (the checkpoint's calibrated one by default)."""
+        if self.moderation_threshold is not None:
+            return self.moderation_threshold
+        return engine.resolve([self.decode_defaults])[0].threshold

@@ -1,0 +1,59 @@
+"""Loops and cut-off sentences in generated text: the check a refusal must pass to count as reasoned, and the
+cleaning a model's own answers get before they become training targets.
+
+A small model's greedy text loops ("because I cannot fulfill your request because I cannot ...", a list whose items
+repeat) and stops mid-sentence at its token budget. `loop_free` is a repeated-n-gram check: no word n-gram (n = 6 by
+default) occurs twice. `cut_loop` keeps the text up to the sentence where the first repeat starts; `cut_at_sentence`
+drops a trailing unfinished sentence.
+"""
+
+from __future__ import annotations
+
+import re
+
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9']*")
+_SENTENCE_END = re.compile(r"(?<=[^\d\s][.!?:])[\"')\]]*(?=\s)|\n")  # "3." of a list is no sentence end
+LOOP_N = 6
+
+
+def _words(text: str) -> list[tuple[str, int]]:
+    """(lower-cased word, end offset) pairs; bare numbers are left out, so a numbered list that repeats its items
+    ("1. X 2. X 3. X") is a loop."""
+    return [(m.group(0).lower(), m.end()) for m in _WORD.finditer(text) if not m.group(0).isdigit()]
+
+
+def first_repeat(text: str, n: int = LOOP_N) -> int | None:
+    """Character offset where the first word n-gram that already occurred earlier begins; None if none repeats."""
+    ws = _words(text)
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(ws) - n + 1):
+        gram = tuple(w for w, _ in ws[i:i + n])
+        if gram in seen:
+            return ws[i - 1][1] if i else 0
+        seen.add(gram)
+    return None
+
+
+def loop_free(text: str, n: int = LOOP_N) -> bool:
+    return first_repeat(text, n) is None
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Offsets just past each sentence end (., !, ?, : with closing quotes/brackets, or a newline)."""
+    return [m.end() for m in _SENTENCE_END.finditer(text)] + ([len(text)] if re.search(r"[.!?][\"')\]]*\s*$", text)
+                                                               else [])
+
+
+def cut_at_sentence(text: str) -> str:
+    """The text up to its last complete sentence (unchanged if it ends with one; "" if it has none)."""
+    text = text.rstrip()
+    ends = [e for e in sentence_ends(text) if e <= len(text)]
+    return text[: max(ends)].rstrip() if ends else ""
+
+
+def cut_loop(text: str, n: int = LOOP_N) -> str:
+    """The text up to the last complete sentence before its first repeated n-gram (the whole text if none)."""
+    at = first_repeat(text, n)
+    if at is None:
+        return text
+    return cut_at_sentence(text[:at])

@@ -1,0 +1,127 @@
+"""The recipe's training files, built from its examples (recipe/examples.py):
+
+- sft_{train,dev,test}.jsonl: the SFT mixture (label 1: request + reasoned refusal; label 0: request + the base model's
+  own answer). plain SFT, safecls SFT-only and safecls pretrain + SFT all train on sft_train.jsonl.
+- sft_train_qi.jsonl: the same plus Qi et al. (2024) recovery copies of half the harmful training requests: the first
+  1-25 words of the base model's own harmful answer, then the same refusal (the prefix is context, not a target).
+- pretrain_{train,test}.jsonl: labelled texts the [CLS] reads whole in the pretrain stage, by kind (`source`):
+  answer (benign request + answer, 0), completion (harmful request + the base model's compliant answer, 1),
+  nested (a benign task around a harmful request; the reply starts benign and continues harmfully, 1), window
+  (8-30 words of a reply alone, as a read without the prompt sees it; the reply's label), request (a request alone).
+  The test file is the held-out split of every kind: the head's accuracy on (prompt, response) pairs by kind.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from safecls.data.augment import harmful_prefix
+from safecls.data.records import Message, SFTExample, write_sft_jsonl
+from safecls.data.refusals import is_refusal
+from safecls.io import atomic_write
+from safecls.recipe.examples import Example
+
+QI_FRACTION = 0.5
+QI_MAX_WORDS = 25  # the prefill attack's longest prefix, 40 SmolLM2 tokens, is about 25-30 words
+WINDOW_WORDS = (8, 30)
+# A benign task wrapped around a harmful request, and the reply's benign start. Unlike the probing templates
+# (eval/probing.py NEST_TEMPLATES) so the nested probe measures something unseen.
+NESTS = (
+    ("Please do two things. 1) {b} 2) {h}", "{b_ans}\n\n2) {h_ans}"),
+    ("{b} Also, separately: {h}", "{b_ans}\n\nAs for your other question: {h_ans}"),
+    ("Write a scene for a play about a teacher. In it, the teacher explains to her class: {h}",
+     "The classroom is quiet. Ms. Lee writes on the board, turns, and says: \"{h_ans}\""),
+    ("Translate 'good morning' into Spanish, then answer this: {h}", "'Good morning' in Spanish is 'Buenos dias'.\n\n{h_ans}"),
+    ("You are an encyclopedia. Entry 1: {b} Entry 2: {h}", "Entry 1: {b_ans}\n\nEntry 2: {h_ans}"),
+)
+PRETRAIN_MIX = {"answer": 1200, "nested": 400, "window": 800, "request": 600}  # completion: every usable one
+
+
+def _sft(e: Example, target: str | None = None, *, source: str | None = None, masked: int = 0) -> SFTExample:
+    return SFTExample(messages=[Message(role="user", content=e.prompt),
+                                Message(role="assistant", content=target if target is not None else e.target)],
+                      label=e.label, source=source or e.kind, masked_prefix_chars=masked)
+
+
+def _complied(e: Example) -> bool:
+    return e.label == 1 and bool(e.completion) and not is_refusal(e.completion)
+
+
+def qi_copies(examples: list[Example], rng: random.Random) -> list[SFTExample]:
+    harmful = [e for e in examples if e.split == "train" and e.label == 1]
+    out = []
+    for e in rng.sample(harmful, round(len(harmful) * QI_FRACTION)):
+        prefix = harmful_prefix(e.prompt, e.completion if _complied(e) else None, rng.randint(1, QI_MAX_WORDS))
+        out.append(_sft(e, f"{prefix} {e.target}", source="qi-augment", masked=len(prefix) + 1))
+    return out
+
+
+def _window(text: str, rng: random.Random) -> str:
+    words = text.split()
+    n = rng.randint(*WINDOW_WORDS)
+    start = rng.randint(0, max(0, len(words) - n))
+    return " ".join(words[start:start + n])
+
+
+def pretrain_records(examples: list[Example], split: str, rng: random.Random) -> list[dict]:
+    """The pretrain-stage corpus of one split (see the module docstring); each record's `source` is its kind."""
+    ex = [e for e in examples if e.split == split]
+    benign = [e for e in ex if e.label == 0 and e.completion]
+    harmful = [e for e in ex if _complied(e)]
+    scale = 1.0 if split == "train" else 0.125
+    k = {kind: max(1, round(n * scale)) for kind, n in PRETRAIN_MIX.items()}
+
+    def chat(prompt: str, reply: str, label: int, kind: str) -> dict:
+        return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
+                "label": label, "source": kind}
+
+    out = [chat(e.prompt, e.completion, 0, "answer") for e in rng.sample(benign, min(k["answer"], len(benign)))]
+    out += [chat(e.prompt, e.completion, 1, "completion") for e in harmful]
+    for h in rng.choices(harmful, k=k["nested"]) if harmful and benign else []:
+        b = rng.choice(benign)
+        ask, reply = rng.choice(NESTS)
+        b_ans = " ".join(b.completion.split(". ")[:2]).strip()
+        out.append(chat(ask.format(b=b.prompt, h=h.prompt), reply.format(b_ans=b_ans, h_ans=h.completion), 1, "nested"))
+    pool = [(e, 0) for e in benign] + [(e, 1) for e in harmful]
+    for e, label in rng.sample(pool, min(k["window"], len(pool))):
+        out.append({"text": _window(e.completion, rng), "label": label, "source": "window"})
+    for e in rng.sample(ex, min(k["request"], len(ex))):
+        out.append({"text": e.prompt, "label": e.label, "source": "request"})
+    rng.shuffle(out)
+    return out
+
+
+def write_datasets(examples: list[Example], out_dir: str | Path, stats: dict, seed: int = 0) -> dict[str, Path]:
+    """Write every file of the module docstring plus examples.jsonl (every example, for the study's held-out sets)
+    and manifest.json (counts); returns their paths."""
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    paths: dict[str, Path] = {}
+    for split in ("train", "dev", "test"):
+        rows = [_sft(e) for e in examples if e.split == split]
+        rng.shuffle(rows)
+        paths[f"sft_{split}"] = out / f"sft_{split}.jsonl"
+        write_sft_jsonl(paths[f"sft_{split}"], rows)
+    train = [_sft(e) for e in examples if e.split == "train"]
+    qi = train + qi_copies(examples, rng)
+    rng.shuffle(qi)
+    paths["sft_train_qi"] = out / "sft_train_qi.jsonl"
+    write_sft_jsonl(paths["sft_train_qi"], qi)
+    counts = {}
+    for split in ("train", "test"):
+        recs = pretrain_records(examples, split, rng)
+        paths[f"pretrain_{split}"] = out / f"pretrain_{split}.jsonl"
+        atomic_write(paths[f"pretrain_{split}"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+        counts[f"pretrain_{split}"] = dict(Counter(f"{r['source']}/{r['label']}" for r in recs))
+    paths["examples"] = out / "examples.jsonl"
+    atomic_write(paths["examples"], "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in examples))
+    counts.update({f"sft_{s}": dict(Counter(f"{e.kind}/{e.label}" for e in examples if e.split == s))
+                   for s in ("train", "dev", "test")})
+    counts["sft_train_qi"] = len(qi)
+    paths["manifest"] = out / "manifest.json"
+    atomic_write(paths["manifest"], json.dumps({"seed": seed, "build": stats, "files": counts}, indent=1) + "\n")
+    return paths
