@@ -101,6 +101,19 @@ def test_order_resumes_exactly_and_covers_each_epoch():
     assert ExampleOrder(7, seed=4).take(7) != first[:7]
 
 
+def test_grouped_order_sorts_each_run_by_length_and_resumes_exactly():
+    lengths = [(i * 37) % 50 for i in range(40)]
+    a = ExampleOrder(40, seed=1, lengths=lengths, group=8)
+    epoch = a.take(40)
+    assert sorted(epoch) == list(range(40))  # still every example once per epoch
+    runs = [epoch[i:i + 8] for i in range(0, 40, 8)]
+    assert all([lengths[i] for i in r] == sorted(lengths[i] for i in r) for r in runs)
+    assert set(epoch[:8]) == set(ExampleOrder(40, seed=1).take(8))  # the same shuffle, only sorted within runs
+    a.take(13)
+    b = ExampleOrder.from_state(json.loads(json.dumps(a.state_dict())), lengths=lengths)
+    assert a.take(50) == b.take(50)
+
+
 def test_toy_records_validate(tmp_path):
     recs = read_records(write_jsonl(tmp_path / "d.jsonl", toy_records(6)), "sft")
     assert [r.label for r in recs] == [0, 1, 0, 1, 0, 1]

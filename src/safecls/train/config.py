@@ -14,8 +14,8 @@ DEFAULT_LAMBDA_CLS = {"pretrain": 0.01, "sft": 0.1}
 
 # Fields that shape the trajectory: a resumed run must match the checkpoint's values on all of them.
 TRAJECTORY_FIELDS = ("model", "stage", "with_cls", "lambda_cls", "train_file", "max_length", "lora", "lr", "head_lr",
-                     "weight_decay", "warmup_steps", "schedule", "batch_size", "grad_accum", "max_steps", "seed",
-                     "max_grad_norm", "dtype", "attention")
+                     "weight_decay", "warmup_steps", "schedule", "batch_size", "grad_accum", "group_by_length",
+                     "max_steps", "seed", "max_grad_norm", "dtype", "attention")
 
 
 class TrainConfig(StrictModel):
@@ -51,6 +51,10 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(8, gt=0, description="Examples per micro-batch per process. Global batch = batch_size x "
                                                  "grad_accum x number of processes.")
     grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step (per process).")
+    group_by_length: int | None = Field(None, gt=1, description="Sort each run of group_by_length x batch_size "
+                                                                "shuffled examples by length, so a micro-batch pads "
+                                                                "little (about 2-3x faster on CPU for mixed lengths); "
+                                                                "null: plain shuffling.")
     max_steps: int = Field(gt=0, description="Optimizer steps. The data is cycled in a fresh seeded order per epoch.")
     seed: int = Field(0, description="Seeds the head init, the data order and every RNG (python, numpy, torch).")
     output_dir: str = Field(description="Run folder: checkpoint-<step>/, final/, metrics.jsonl, config.yaml.")

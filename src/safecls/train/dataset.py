@@ -168,17 +168,30 @@ def make_batch(items: Sequence[Item], cls_token_id: int, pad_token_id: int, with
 
 
 class ExampleOrder:
-    """An endless stream of example indices: epoch e is a permutation seeded by (seed, e)."""
+    """An endless stream of example indices: epoch e is a permutation seeded by (seed, e).
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, offset: int = 0):
+    With `lengths` and `group` > 1, each epoch's permutation is cut into runs of `group` indices and each run is
+    sorted by length, so consecutive micro-batches hold examples of similar length and pad little (HF Trainer's
+    group_by_length; measured on 2 CPU cores: padding to the longest row tripled the step time). The whole state is
+    still (epoch, offset): the order is a pure function of (seed, epoch, lengths)."""
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, offset: int = 0, *, lengths: Sequence[int] | None = None,
+                 group: int = 1):
         if n <= 0:
             raise ValueError(f"ExampleOrder needs at least one example (got n={n})")
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"ExampleOrder: {len(lengths)} lengths for {n} examples")
         self.n, self.seed, self.epoch, self.offset = n, seed, epoch, offset
+        self.lengths, self.group = (list(lengths) if lengths is not None else None), group
         self._perm = self._permutation(epoch)
 
     def _permutation(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g).tolist()
+        perm = torch.randperm(self.n, generator=g).tolist()
+        if self.lengths is None or self.group <= 1:
+            return perm
+        lengths = self.lengths
+        return [i for s in range(0, self.n, self.group) for i in sorted(perm[s:s + self.group], key=lambda i: lengths[i])]
 
     def take(self, k: int) -> list[int]:
         out = []
@@ -192,8 +205,9 @@ class ExampleOrder:
         return out
 
     def state_dict(self) -> dict[str, int]:
-        return {"n": self.n, "seed": self.seed, "epoch": self.epoch, "offset": self.offset}
+        return {"n": self.n, "seed": self.seed, "epoch": self.epoch, "offset": self.offset, "group": self.group}
 
     @classmethod
-    def from_state(cls, state: dict[str, int]) -> ExampleOrder:
-        return cls(state["n"], state["seed"], state["epoch"], state["offset"])
+    def from_state(cls, state: dict[str, int], lengths: Sequence[int] | None = None) -> ExampleOrder:
+        return cls(state["n"], state["seed"], state["epoch"], state["offset"], lengths=lengths,
+                   group=state.get("group", 1))

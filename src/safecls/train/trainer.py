@@ -245,13 +245,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     eval_items = tokenize(eval_records, model.tokenizer, cfg.max_length) if eval_records else None
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    order = ExampleOrder(len(items), cfg.seed)
+    lengths = [len(it.enc) for it in items]
+    group = cfg.batch_size * cfg.group_by_length if cfg.group_by_length else 1
+    order = ExampleOrder(len(items), cfg.seed, lengths=lengths, group=group)
     start = 0
     if point is not None:
         state = load_checkpoint(point, model)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        order = ExampleOrder.from_state(state["order"])
+        order = ExampleOrder.from_state(state["order"], lengths=lengths)
         set_rng_state(state["rng"])
         start = point.step
         logger.info("resumed from %s (step %d)", point.directory, start)
