@@ -15,6 +15,7 @@ ROOMS = (
     "safecls.inference.commands",  # generate, chat
     "safecls.attacks.commands",  # attack
     "safecls.eval.commands",  # eval, report
+    "safecls.eval.judges.training.commands",  # judge
     "safecls.serve.commands",  # serve
     "safecls.demo",  # demo
     "safecls.data.commands",  # data

@@ -256,10 +256,10 @@ def training_rows(data_dir: Path, *, completions: Path | None, heldout: Sequence
     """
     from safecls.eval.judges.training.sources import read_base_labels
 
-    rows = build_training_set(data_dir, completions, read_base_labels(base_labels), seed, embed)
-    rows += labelled_model_rows(data_dir, train_labels)
-    rows, found = drop_overlap(rows, heldout, embed=embed, threshold=near_cosine, same_prompt=same_prompt)
-    dropped = count_overlap(found, [r.source for r in rows] if not found else _sources_before(rows, found))
+    built = build_training_set(data_dir, completions, read_base_labels(base_labels), seed, embed)
+    built += labelled_model_rows(data_dir, train_labels)
+    rows, found = drop_overlap(built, heldout, embed=embed, threshold=near_cosine, same_prompt=same_prompt)
+    dropped = count_overlap(found, [r.source for r in built])
     if found:
         logger.warning("dropped %d training rows that overlap the held-out split: %s", len(found), dropped)
     real = [r for r in rows if r.source in REAL_SOURCES or r.source.startswith("labelled-")]
@@ -284,11 +284,10 @@ def cached_embed(cache: Path | None) -> Embed:
             z = np.load(cache)
             known = dict(zip(z["keys"].tolist(), z["x"]))
         keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
-        new = list(dict.fromkeys(k for k in keys if k not in known))
+        new = [i for i, k in enumerate(keys) if k not in known]
         if new:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            e = sentence_embeddings([texts[first[k]] for k in new])
-            known |= {k: e[j] for j, k in enumerate(new)}
+            e = sentence_embeddings([texts[i] for i in new])
+            known |= {keys[i]: e[j] for j, i in enumerate(new)}
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, keys=np.array(list(known)), x=np.stack(list(known.values())))
         return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 384), dtype=np.float32)

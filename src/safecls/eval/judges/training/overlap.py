@@ -8,7 +8,8 @@ A (prompt, response) pair of the training side overlaps a held-out pair when
 
 With `same_prompt=False` the prompt condition is dropped: a reply shared with a held-out row under any prompt counts.
 The demo's fine-tuned models answer many prompts with one canned, looping refusal, so that rule finds copies of a
-reply that the pair rule, which is what the judge reads, does not.
+reply that the pair rule, which is what the judge reads, does not. Texts the encoder reads as unknown tokens only (a
+run of emoji, words glued into one) all embed alike, so the near rule calls any two of them copies.
 
 The training side is everything fitted or calibrated on: the hand-labelled replies, the constructed rows and the dev
 split. Overlap is removed from that side (`drop_overlap`); the held-out split, the scarce double-read asset, stays
@@ -27,7 +28,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
-from safecls.eval.judges.training.sources import benchmark_prompts, read_fixture
+from safecls.eval.judges.training.sources import benchmark_prompts, fixture_rows, read_fixture
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ def heldout_pairs(fixture: Path, data_dir: Path) -> list[Pair]:
     rows = read_fixture(fixture, "heldout")
     prompts = benchmark_prompts((r["id"] for r in rows), data_dir)
     return [Pair(r["id"], prompts[r["id"]], r["response"]) for r in rows]
+
+
+def dev_rows(fixture: Path, data_dir: Path, **kwargs: Any) -> tuple[list[dict[str, Any]], list[Overlap]]:
+    """(the dev split's rows with prompts, minus any that overlap the held-out split; the overlaps): what calibration
+    and the epoch-end check read. `kwargs` go to `find_overlap`."""
+    return drop_overlap(fixture_rows(fixture, data_dir, "dev"), heldout_pairs(fixture, data_dir), **kwargs)
 
 
 def _cosines(embed: Embed, a: list[str], b: list[str]) -> np.ndarray:

@@ -172,8 +172,8 @@ def benchmark_prompts(ids: Iterable[str], data_dir: Path) -> dict[str, str]:
     return prompts
 
 
-def read_fixture(fixture: Path, split: Split) -> list[dict[str, Any]]:
-    """The fixture's rows of one split, without prompts.
+def read_fixture(fixture: Path, split: Split | None) -> list[dict[str, Any]]:
+    """The fixture's rows of one split (None: every row, in file order: `evaluate` only), without prompts.
 
     Raises:
         DataError: a row's `split` is not the one its prompt id gives (`split_of`).
@@ -183,14 +183,14 @@ def read_fixture(fixture: Path, split: Split) -> list[dict[str, Any]]:
         if r.get("split") != split_of(r["id"]):
             raise DataError(fixture, f"{r['id']} has split {r.get('split')!r} but its id gives {split_of(r['id'])!r}",
                             line=n, fix="the split is fixed by prompt id (split_of); do not edit it")
-        if r["split"] == split:
+        if split is None or r["split"] == split:
             out.append(r)
     return out
 
 
-def fixture_rows(fixture: Path, data_dir: Path, split: Split) -> list[dict[str, Any]]:
-    """The fixture's rows of one split with `prompt` loaded from the benchmark files. Only `evaluate` asks for
-    "heldout"."""
+def fixture_rows(fixture: Path, data_dir: Path, split: Split | None) -> list[dict[str, Any]]:
+    """The fixture's rows of one split (None: all) with `prompt` loaded from the benchmark files. Only `evaluate`
+    asks for held-out rows."""
     rows = read_fixture(fixture, split)
     prompts = benchmark_prompts((r["id"] for r in rows), data_dir)
     return [r | {"prompt": prompts[r["id"]]} for r in rows]
