@@ -7,8 +7,6 @@
 Everything else is reached by module path (safecls.attacks, safecls.eval, safecls.serve, ...).
 """
 
-__version__ = "0.1.0"  # before the imports: submodules read it
-
 from safecls.errors import (
     CheckpointError,
     ConfigError,
@@ -20,6 +18,7 @@ from safecls.errors import (
 )
 from safecls.inference import DecodeConfig, Engine, GenerationResult
 from safecls.model import LoraOptions, SafeClsModel, load_base
+from safecls.version import __version__
 
 __all__ = [
     "CheckpointError",
@@ -34,5 +33,6 @@ __all__ = [
     "SafeclsError",
     "TemplateError",
     "UnknownNameError",
+    "__version__",
     "load_base",
 ]

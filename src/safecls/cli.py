@@ -16,6 +16,7 @@ ROOMS = (
     "safecls.attacks.commands",  # attack
     "safecls.eval.commands",  # eval, report
     "safecls.eval.judges.training.commands",  # judge
+    "safecls.recipe.commands",  # recipe
     "safecls.serve.commands",  # serve
     "safecls.demo",  # demo
     "safecls.data.commands",  # data
@@ -28,8 +29,8 @@ def _info(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from safecls import __version__
     from safecls.model.default import DEFAULT_NAME, cache_dir, gguf_path
+    from safecls.version import __version__
 
     try:
         gguf = str(gguf_path())

@@ -67,8 +67,8 @@ def _split_prompts(cfg: DemoConfig) -> dict[str, Any]:
         targets = {}
         source = "starter set (packaged)"
     else:
+        from safecls.data.benchmarks import load_benchmark
         from safecls.data.readers import read_alpaca, read_safety_tuned
-        from safecls.eval.benchmarks import load_benchmark
 
         d = Path(cfg.data_dir)
         harm_pool = read_safety_tuned(next((d / "safety-sft").glob("*.json*")), source="safety-sft", skip_invalid=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from safecls.data.benchmarks import BENCHMARKS, AdvBench, RemoteFile, load_benchmark, subset
 from safecls.errors import ConfigError, DataError, UnknownNameError
-from safecls.eval.benchmarks import BENCHMARKS, AdvBench, RemoteFile, load_benchmark, subset
 
 
 def test_registry_lists_every_format():

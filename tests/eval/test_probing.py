@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from safecls.data.benchmarks import BenchmarkItem
 from safecls.errors import UnknownNameError
-from safecls.eval.benchmarks import BenchmarkItem
 from safecls.eval.config import ProbingSpec
 from safecls.eval.probing import (
     DEFAULT_PREFIX,

@@ -80,7 +80,7 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from safecls import __version__
+    from safecls.version import __version__
 
     return {"safecls": str(__version__), "torch": str(torch.__version__), "transformers": str(transformers.__version__)}
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from safecls.data.files import iter_jsonl
 from safecls.errors import DataError
 from safecls.io import ResultLog
 
@@ -65,13 +65,7 @@ def read_harmful_prefixes(path: str | Path) -> dict[str, str]:
                     raise DataError(path, "row has no request/reply columns or they are empty", line=reader.line_num, fix=fix)
                 out[pair[0].strip()] = pair[1]
     else:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"invalid JSON ({e.msg})", line=n) from e
+        for n, obj in iter_jsonl(path, objects_only=False):
             pair = _from_dict(obj) if isinstance(obj, dict) else chat_pair(obj)
             if pair is None or not pair[0].strip() or not pair[1].strip():
                 raise DataError(path, "no request/harmful reply on this line", line=n, fix=fix)

@@ -14,6 +14,7 @@ from typing import Any
 
 from safecls.attacks.base import AttackItem
 from safecls.attacks.harmful_prefix import chat_pair
+from safecls.data.files import parse_jsonl
 from safecls.errors import DataError
 
 PROMPT_KEYS = ("prompt", "goal", "instruction", "behavior", "Behavior", "question")
@@ -63,13 +64,7 @@ def read_items(path: str | Path) -> list[AttackItem]:
             except json.JSONDecodeError as e:
                 raise DataError(path, f"invalid JSON ({e.msg})", line=e.lineno) from e
         else:
-            rows = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append((n, json.loads(line)))
-                    except json.JSONDecodeError as e:
-                        raise DataError(path, f"invalid JSON ({e.msg})", line=n) from e
+            rows = list(parse_jsonl(text, path, objects_only=False))
         items = [_item(path, i, row, line) for i, (line, row) in enumerate(rows)]
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
@@ -92,7 +87,7 @@ def load_items(data: str, *, data_root: str | Path | None = None, limit: int | N
     else:
         # Benchmark loaders live in eval, a room above: this is the command-line entry point's reach, not the
         # library's (the attack classes never import eval).
-        from safecls.eval.benchmarks import load_benchmark
+        from safecls.data.benchmarks import load_benchmark
 
         rows = load_benchmark(data, data_root, limit=limit, seed=seed)
         items = [AttackItem(id=r.id, prompt=r.prompt, target=r.target, category=r.category,

@@ -11,7 +11,6 @@ as a paraphrase failure (`error`), never sent to the target and never counted as
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import string
@@ -24,6 +23,7 @@ from pydantic import Field, model_validator
 
 from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
 from safecls.config import StrictModel
+from safecls.data.files import iter_jsonl
 from safecls.errors import ConfigError, DataError
 from safecls.inference.config import DecodeConfig
 
@@ -62,13 +62,7 @@ def load_taxonomy(path: str | Path) -> list[Technique]:
         raise DataError(path, "PAP taxonomy not found",
                         fix="pass persuasion_taxonomy.jsonl from CHATS-lab/persuasive_jailbreaker (../shared/data/attacks/pap/)")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"invalid JSON ({e.msg})", line=n) from e
+    for n, obj in iter_jsonl(path, objects_only=False):
         fields = [obj.get(k) if isinstance(obj, dict) else None for k in ("ss_technique", "ss_definition", "ss_example")]
         if not all(isinstance(f, str) and f.strip() for f in fields):
             raise DataError(path, "each line needs non-empty ss_technique, ss_definition and ss_example", line=n)

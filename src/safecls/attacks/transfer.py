@@ -18,6 +18,7 @@ from pydantic import Field
 
 from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
 from safecls.config import StrictModel
+from safecls.data.files import parse_jsonl
 from safecls.errors import DataError
 from safecls.inference.config import DecodeConfig
 
@@ -51,13 +52,7 @@ def read_suffixes(path: str | Path) -> list[Suffix]:
             raise DataError(path, f"{len(goals)} goals but {len(controls)} controls")
         out = [Suffix(c, g) for c, g in zip(controls, goals)]
     elif path.suffix.lower() == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"invalid JSON ({e.msg})", line=n) from e
+        for n, row in parse_jsonl(text, path, objects_only=False):
             s = row.get("suffix", row.get("control")) if isinstance(row, dict) else None
             if not isinstance(s, str):
                 raise DataError(path, "each line needs a 'suffix' (or 'control') string", line=n)

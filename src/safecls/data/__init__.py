@@ -3,6 +3,7 @@
 Nothing here imports torch or transformers at import time; the guard labeler loads them when used.
 """
 
+from safecls.data import llama_guard  # noqa: F401  (registers the "guard" labeler, like every other one)
 from safecls.data.corpus import PretrainCorpusConfig, build_pretrain_corpus
 from safecls.data.labelers import LABELERS, Labeler, label_texts, make_labeler
 from safecls.data.mixture import SFTMixture, SFTMixtureConfig, build_sft_mixture

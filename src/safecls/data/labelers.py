@@ -145,6 +145,3 @@ def label_texts(labeler: Labeler, texts: Sequence[str], *, cache_dir: str | Path
                 log.append(lab)
     return [cache[text_key(t)] for t in texts]
 
-
-# Importing registers the "guard" labeler; llama_guard imports this module's base classes.
-from safecls.data import llama_guard as _llama_guard  # noqa: E402,F401

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from safecls.data.files import parse_jsonl
 from safecls.data.records import Candidate, Message, read_sft_jsonl
 from safecls.errors import DataError
 
@@ -40,16 +41,7 @@ def _load_rows(path: Path) -> list[tuple[str, dict]]:
         except json.JSONDecodeError as e:
             raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=e.lineno) from None
         return [(f"{path}[{i}]", r) for i, r in enumerate(rows)]
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((f"{path}:{n}", json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=n,
-                            fix="one JSON object per line, or a single JSON array") from None
-    return out
+    return [(f"{path}:{n}", row) for n, row in parse_jsonl(text, path, objects_only=False)]
 
 
 def _field(row: object, where: str, key: str, *, required: bool = True) -> str | None:

@@ -11,7 +11,6 @@ Unknown extra keys are ignored (files may carry an `id` or `category`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from safecls.data.files import iter_jsonl
 from safecls.errors import DataError
 from safecls.io import atomic_write
 
@@ -65,25 +65,6 @@ def check_example(ex: SFTExample, path: str | Path, line: int | None) -> SFTExam
         raise DataError(path, f"masked_prefix_chars {ex.masked_prefix_chars} covers the whole response", line=line,
                         fix="it must be shorter than the response")
     return ex
-
-
-def iter_jsonl(path: str | Path) -> Iterable[tuple[int, dict]]:
-    """(line number, object) per non-blank line; a malformed line raises DataError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such file", fix="check the path (relative paths are taken from the current directory)")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=n,
-                                fix="one JSON object per line") from None
-            if not isinstance(obj, dict):
-                raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line=n)
-            yield n, obj
 
 
 def _pydantic_problem(err: ValidationError) -> str:

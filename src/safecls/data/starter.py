@@ -3,11 +3,11 @@ prompts with fixed train/eval splits, for the offline demo. Written for this pro
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
+from safecls.data.files import parse_jsonl
 from safecls.data.records import Message, SFTExample
 from safecls.data.refusals import reasoned_refusal
 from safecls.errors import DataError
@@ -50,13 +50,13 @@ def _read(kind: str) -> list[StarterPrompt]:
     name = f"{kind}.jsonl"
     text = resources.files("safecls").joinpath("resources", "starter", name).read_text(encoding="utf-8")
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    where = f"safecls/resources/starter/{name}"
+    for n, row in parse_jsonl(text, where):
         try:
-            row = json.loads(line)
             out.append(StarterPrompt(id=row["id"], category=row["category"], prompt=row["prompt"], split=row["split"],
                                      kind=kind, label=KINDS[kind]))
-        except (json.JSONDecodeError, KeyError) as e:
-            raise DataError(f"safecls/resources/starter/{name}", f"bad starter row ({e})", line=n,
+        except KeyError as e:
+            raise DataError(where, f"bad starter row (no {e})", line=n,
                             fix="reinstall safecls; the packaged file is damaged") from None
     return out
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from safecls.data.benchmarks import BenchmarkItem
 from safecls.errors import UnknownNameError
-from safecls.eval.benchmarks import BenchmarkItem
 from safecls.eval.config import ProbingSpec
 from safecls.eval.report import ProbingCurve
 from safecls.inference.config import DecodeConfig

@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord
 from safecls.config import dump_config, validate
+from safecls.data.benchmarks import BENCHMARKS, BenchmarkItem, load_benchmark
 from safecls.errors import ConfigError, DataError, UnknownNameError
 from safecls.eval.basic_attacks import BUILTIN_ATTACKS
-from safecls.eval.benchmarks import BENCHMARKS, BenchmarkItem, load_benchmark
 from safecls.eval.config import AttackSpec, BenchmarkSpec, EvalConfig, ModelSpec
 from safecls.eval.judges import JUDGES, Judge
 from safecls.eval.records import DoneKeys, EvalRecord, judge_into, merge_logs, read_records, record_key, rejudge
@@ -271,7 +271,7 @@ def _versions(world: int) -> dict[str, Any]:
     import torch
     import transformers
 
-    from safecls import __version__
+    from safecls.version import __version__
 
     return {"safecls": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "world_size": world}

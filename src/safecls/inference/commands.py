@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from safecls.data.files import iter_jsonl
 from safecls.errors import DataError
 
 
@@ -58,20 +59,18 @@ def read_prompts(path: str) -> list[Any]:
     if not p.is_file():
         raise DataError(p, "no such file", fix="pass a .txt (one prompt per line) or .jsonl file")
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if p.suffix == ".jsonl":
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(p, f"not valid JSON ({e.msg})", line=n) from None
+    if p.suffix == ".jsonl":
+        for n, rec in iter_jsonl(p):
             if "messages" in rec:
                 out.append(rec["messages"])
             elif "prompt" in rec:
                 out.append(rec["prompt"])
             else:
                 raise DataError(p, "needs a 'prompt' or 'messages' field", line=n)
+        return out
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
         else:
             out.append(line)
     return out
@@ -134,6 +133,28 @@ def _chat(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": result.text if result else ""})
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from safecls.config import apply_overrides, validate
+    from safecls.data.records import read_sft_jsonl
+    from safecls.inference.calibration import CalibrationConfig, calibrate
+    from safecls.io import atomic_write
+    from safecls.model import SafeClsModel
+    from safecls.model.checkpoint import CALIBRATION_NAME
+
+    data = {"max_benign_flagged": args.max_benign_flagged}
+    cfg = validate(CalibrationConfig, apply_overrides(data, args.set), source="command line")
+    model = SafeClsModel.from_pretrained(args.model)
+    records = read_sft_jsonl(args.data)
+    prompts = [[m.model_dump() for m in r.prompt_messages] for r in records]
+    cal = calibrate(model, prompts, [r.label for r in records], cfg)
+    atomic_write(Path(args.model) / CALIBRATION_NAME, json.dumps(cal.for_checkpoint(), indent=2) + "\n")
+    verdict = "meets" if cal.met_target else "MISSES"
+    print(f"threshold {cal.threshold:.3f}, tau {cal.tau}: {100 * cal.benign_flagged:.1f}% of {cal.n_benign} benign dev "
+          f"requests flagged ({verdict} the {100 * cal.target:.1f}% target); {100 * cal.harmful_missed:.1f}% of "
+          f"{cal.n_harmful} harmful dev requests not flagged at the start. Written to {args.model}/{CALIBRATION_NAME}")
+    return 0
+
+
 def register(sub: Any) -> None:
     g = sub.add_parser("generate", help="generate with strategic attention/decoding; JSONL out")
     g.add_argument("prompt", nargs="*", help="prompts (or --file)")
@@ -142,6 +163,15 @@ def register(sub: Any) -> None:
     g.add_argument("--batch-size", type=int, default=16)
     add_decode_args(g)
     g.set_defaults(func=_generate)
+    k = sub.add_parser("calibrate", help="choose a checkpoint's decode threshold and tau on a labelled dev split",
+                       description="Writes MODEL/calibration.json: the threshold and tau every decode that leaves them "
+                                   "unset takes (generate, chat, serve, eval).")
+    k.add_argument("--model", required=True, help="a safecls checkpoint folder")
+    k.add_argument("--data", required=True, help="labelled dev JSONL (messages + label), disjoint from evaluation sets")
+    k.add_argument("--max-benign-flagged", type=float, default=0.03, help="target share of benign dev requests refused")
+    k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any CalibrationConfig field, e.g. decode.schedule=every or taus=[1,3]")
+    k.set_defaults(func=_calibrate)
     c = sub.add_parser("chat", help="interactive terminal chat with a live safety indicator")
     add_decode_args(c)
     c.set_defaults(func=_chat)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from safecls.errors import CheckpointError
+from safecls.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ KNOWN_KEYS = {"safecls_version", "base", "cls_token", "cls_token_id", "head", "s
 
 
 def save(model: Any, directory: str | Path) -> None:
-    from safecls import __version__
     from safecls.model.safecls_model import CLS_TOKEN
 
     directory = Path(directory)

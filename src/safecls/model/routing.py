@@ -34,8 +34,10 @@ class Kind(IntEnum):
     EVAL = 5  # a re-evaluation of [CLS] over prompt + response (inference, classify of pairs); nobody attends it
 
 
-def _allowed(qk: torch.Tensor, kk: torch.Tensor, qi: torch.Tensor, ki: torch.Tensor, sft: bool) -> torch.Tensor:
-    """The routing rules, elementwise over broadcastable tensors. True = may attend."""
+def _allowed(qk: torch.Tensor, kk: torch.Tensor, qi: torch.Tensor, ki: torch.Tensor, sft: bool,
+             read_prompt: bool = True) -> torch.Tensor:
+    """The routing rules, elementwise over broadcastable tensors. True = may attend. `read_prompt`: does an EVAL read
+    see the prompt's content (False: the response alone, as the engine's reads with read_prompt off)?"""
     q_cls, k_cls = qk == Kind.CLS, kk == Kind.CLS
     k_pad, q_pad = kk == Kind.PAD, qk == Kind.PAD
     same = qi == ki
@@ -43,7 +45,7 @@ def _allowed(qk: torch.Tensor, kk: torch.Tensor, qi: torch.Tensor, ki: torch.Ten
     # [CLS] row: pretrain sees every real token; sft sees the query only. Template tokens never (R4).
     cls_row = ((kk == Kind.QUERY) if sft else content) | same
     # An EVAL row is a [CLS] read over prompt and response; no other row ever sees it.
-    eval_row = content | same
+    eval_row = (content if read_prompt else (kk == Kind.RESPONSE)) | same
     # Other rows: the base model's causal attention; [CLS] is visible only to sft response tokens.
     k_cls_ok = (qk == Kind.RESPONSE) if sft else torch.zeros_like(q_cls)
     token_row = (ki <= qi) & ~k_pad & (kk != Kind.EVAL) & (~k_cls | k_cls_ok)
@@ -51,10 +53,10 @@ def _allowed(qk: torch.Tensor, kk: torch.Tensor, qi: torch.Tensor, ki: torch.Ten
     return torch.where(q_pad, same, row)  # a pad row attends itself only: no all-blocked rows
 
 
-def allowed(kinds: torch.Tensor, stage: Stage) -> torch.Tensor:
+def allowed(kinds: torch.Tensor, stage: Stage, read_prompt: bool = True) -> torch.Tensor:
     """(B, T) kinds -> (B, T, T) bool, True where query (dim 1) may attend key (dim 2)."""
     idx = torch.arange(kinds.shape[1], device=kinds.device)
-    return _allowed(kinds[:, :, None], kinds[:, None, :], idx[:, None], idx[None, :], stage == "sft")
+    return _allowed(kinds[:, :, None], kinds[:, None, :], idx[:, None], idx[None, :], stage == "sft", read_prompt)
 
 
 def additive(allow: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -64,8 +66,8 @@ def additive(allow: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out[:, None]
 
 
-def dense_mask(kinds: torch.Tensor, stage: Stage, dtype: torch.dtype) -> torch.Tensor:
-    return additive(allowed(kinds, stage), dtype)
+def dense_mask(kinds: torch.Tensor, stage: Stage, dtype: torch.dtype, read_prompt: bool = True) -> torch.Tensor:
+    return additive(allowed(kinds, stage, read_prompt), dtype)
 
 
 def position_ids(kinds: torch.Tensor, stage: Stage) -> torch.Tensor:

@@ -143,12 +143,14 @@ class SafeClsModel(nn.Module):
         self.attention = attention
 
     def run_backbone(self, kinds: torch.Tensor, stage: Stage, *, input_ids: torch.Tensor | None = None,
-                     inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                     inputs_embeds: torch.Tensor | None = None, read_prompt: bool = True) -> torch.Tensor:
         """(B, T) -> (B, T, H) final-layer states under the stage's routing (see `use_attention`)."""
         if self.attention == "flex":
+            if not read_prompt:
+                raise ModelError("read_prompt=False reads are built as dense masks only. Fix: use_attention('dense')")
             mask = routing.flex_block_mask(kinds, stage)
         else:
-            mask = routing.dense_mask(kinds, stage, self.dtype)
+            mask = routing.dense_mask(kinds, stage, self.dtype, read_prompt)
         pos = routing.position_ids(kinds, stage)
         out = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=pos,
                             use_cache=False)
@@ -175,12 +177,12 @@ class SafeClsModel(nn.Module):
         return logits
 
     def forward_batch(self, batch: Batch, stage: Stage | None = None, *, lm: str | None = None,
-                      inputs_embeds: torch.Tensor | None = None) -> ForwardOut:
+                      inputs_embeds: torch.Tensor | None = None, read_prompt: bool = True) -> ForwardOut:
         """One routed forward. `lm`: None (no LM logits), "response" (sft targets) or "all" (pretrain targets)."""
         stage = stage or self.stage
         batch = batch.to(self.device)
         hidden = self.run_backbone(batch.kinds, stage, input_ids=None if inputs_embeds is not None else batch.input_ids,
-                                   inputs_embeds=inputs_embeds)
+                                   inputs_embeds=inputs_embeds, read_prompt=read_prompt)
         cls_logits = None
         is_cls = (batch.kinds == Kind.CLS) | (batch.kinds == Kind.EVAL)
         if bool(is_cls.any()):
@@ -203,9 +205,10 @@ class SafeClsModel(nn.Module):
         return Encoded(enc.ids + r.ids + [self.cls_token_id], enc.kinds + r.kinds + [int(Kind.EVAL)])
 
     @torch.no_grad()
-    def classify(self, prompts: Sequence[Prompt], responses: Sequence[str] | None = None, batch_size: int = 16) -> list[float]:
-        """P(malicious) per prompt, or per (prompt, response) pair (the head re-read over both, as the engine
-        does when it re-evaluates during generation)."""
+    def classify(self, prompts: Sequence[Prompt], responses: Sequence[str] | None = None, batch_size: int = 16, *,
+                 read_prompt: bool = True) -> list[float]:
+        """P(malicious) per prompt, or per (prompt, response) pair (the head read over both, as the engine reads it
+        during generation; `read_prompt=False`: over the response alone, with the prompt as context)."""
         if not self.with_cls:
             raise ModelError("this model was trained without the [CLS] token (with_cls: false, the plain-SFT "
                              "baseline): its head was never trained. Fix: classify with a model trained with_cls: true")
@@ -220,7 +223,7 @@ class SafeClsModel(nn.Module):
                 check_length(len(e) + 1, limit, f"input {j}")
                 encs.append(e)
             batch = collate(encs, self.cls_token_id, self.tokenizer.pad_token_id, side="left")
-            fo = self.forward_batch(batch, "sft" if responses is None else self.stage)
+            fo = self.forward_batch(batch, "sft" if responses is None else self.stage, read_prompt=read_prompt)
             out.extend(torch.softmax(fo.cls_logits.float(), -1)[:, MALICIOUS].tolist())
         return out
 

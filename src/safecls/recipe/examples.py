@@ -8,8 +8,8 @@
 - borderline safety-sft requests are used nowhere.
 - Splits by a hash of the prompt (a contrast pair's two sides share one): test 10% (held out of every choice: head
   AUC, benign refusals, NLL), dev 10% (calibration of threshold and tau), train 80%.
-- Dropped: any prompt near an evaluation prompt (recipe/overlap.py), and prompts that appear twice (the first wins;
-  one under both labels is dropped from both).
+- Dropped: any prompt near an evaluation prompt (recipe/overlap.py; a contrast pair goes whole when either side is),
+  and prompts that appear twice (the first wins; one under both labels is dropped from both).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from safecls.data.refusals import REFUSAL_PREFIX, is_refusal
 from safecls.data.text_quality import cut_at_sentence, cut_loop
 from safecls.recipe.labels import contrast_pairs, safety_sft_labels
-from safecls.recipe.overlap import near_evaluation, normalise
+from safecls.recipe.overlap import CONTRAST_COSINE, COSINE, nearest_evaluation, normalise
 from safecls.recipe.self_answers import ALL_POOLS, pool_prompts
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,10 @@ def build_examples(data_dir: str | Path, answers: dict[str, Any], *, seed: int =
     reasons = {p.id: labels[p.id].reason for p in safety if p.id in labels}
     reasons.update({f"{pair.id}/unsafe": pair.reason for pair in contrast_pairs()})
 
-    near = near_evaluation([r[3] for r in rows], data_dir, cache=cache)
+    nearest = nearest_evaluation([r[3] for r in rows], data_dir, cache=cache)
+    limit = [CONTRAST_COSINE if r[2] == "contrast" else COSINE for r in rows]
+    near_groups = {r[5] for r, (_, c), lim in zip(rows, nearest, limit, strict=True) if c >= lim}
+    near = [(i, c) if r[5] in near_groups else None for r, (i, c) in zip(rows, nearest, strict=True)]
     seen: dict[str, int] = {}
     conflicts = set()
     for r in rows:

@@ -11,12 +11,12 @@ each harmful one, and contrast pairs (a safe request that sounds dangerous, and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Literal
 
+from safecls.data.files import parse_jsonl
 from safecls.errors import DataError
 from safecls.recipe.sources import SourcePrompt, text_hash
 
@@ -40,7 +40,7 @@ class ContrastPair:
 
 def _read(name: str) -> list[dict]:
     path = resources.files("safecls") / "resources" / "recipe" / name
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for _, row in parse_jsonl(path.read_text(encoding="utf-8"), f"safecls/resources/recipe/{name}")]
 
 
 def safety_sft_labels(prompts: list[SourcePrompt], name: str = "safety_sft_labels.jsonl") -> dict[str, Labelled]:

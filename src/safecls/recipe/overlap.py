@@ -15,15 +15,16 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from safecls.data.benchmarks import load_benchmark
 from safecls.data.embeddings import sentence_embeddings
 from safecls.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-COSINE = 0.8  # measured: 0.8 pairs rewordings of one request ("kill a Python process" / "...a frozen process")
+COSINE = 0.8  # shared pools: 0.8 pairs rewordings of one request ("steal a car" / "how to steal a car at night")
+# hand-written contrast pairs imitate XSTest's kinds of prompts (homonyms, safe targets, ...), so anything closer than
+# 0.6 to an evaluation prompt goes: at 0.6-0.7 they are still twins of XSTest items ("steal the show", "gut a fish")
+CONTRAST_COSINE = 0.6
 EVAL_SETS = ("advbench", "maliciousinstruct", "xstest", "harmbench", "hex-phi", "jbb")
 
 
@@ -44,29 +45,24 @@ def evaluation_prompts(data_dir: str | Path) -> dict[str, str]:
     return out
 
 
-def near_evaluation(prompts: Sequence[str], data_dir: str | Path, cache: str | Path | None = None,
-                    cosine: float = COSINE) -> list[tuple[str, float] | None]:
-    """Per prompt: (the closest evaluation prompt's id, its cosine) when at or above `cosine` or an exact normalised
-    match; else None."""
+def nearest_evaluation(prompts: Sequence[str], data_dir: str | Path,
+                       cache: str | Path | None = None) -> list[tuple[str, float]]:
+    """Per prompt: the closest evaluation prompt's id and its cosine (1.0 for an exact normalised match)."""
     ev = evaluation_prompts(data_dir)
     ids, texts = list(ev), list(ev.values())
-    key = hashlib.sha256(json.dumps([list(prompts), texts, cosine]).encode()).hexdigest()[:16]
-    if cache is not None and (Path(cache) / f"overlap-{key}.json").is_file():
-        return [tuple(x) if x else None for x in json.loads((Path(cache) / f"overlap-{key}.json").read_text())]
+    key = hashlib.sha256(json.dumps([list(prompts), texts]).encode()).hexdigest()[:16]
+    path = Path(cache) / f"nearest-{key}.json" if cache is not None else None
+    if path is not None and path.is_file():
+        return [tuple(x) for x in json.loads(path.read_text())]
+    if not texts:
+        return [("", 0.0)] * len(prompts)
     exact = {normalise(t): i for i, t in zip(ids, texts, strict=True)}
-    a = sentence_embeddings(list(prompts))
-    b = sentence_embeddings(texts)
-    sims = a @ b.T if len(texts) else np.zeros((len(prompts), 0))
-    out: list[tuple[str, float] | None] = []
+    sims = sentence_embeddings(list(prompts)) @ sentence_embeddings(texts).T
+    out = []
     for i, p in enumerate(prompts):
-        j = int(sims[i].argmax()) if sims.shape[1] else -1
-        if normalise(p) in exact:
-            out.append((exact[normalise(p)], 1.0))
-        elif j >= 0 and sims[i, j] >= cosine:
-            out.append((ids[j], round(float(sims[i, j]), 4)))
-        else:
-            out.append(None)
-    if cache is not None:
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        (Path(cache) / f"overlap-{key}.json").write_text(json.dumps(out))
+        j = int(sims[i].argmax())
+        out.append((exact[normalise(p)], 1.0) if normalise(p) in exact else (ids[j], round(float(sims[i, j]), 4)))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out))
     return out

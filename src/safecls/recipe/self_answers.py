@@ -10,25 +10,25 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from safecls.inference.answers import CachedAnswer, cached_answers
+from safecls.inference.answers import CachedAnswer, answer_key, cached_answers
 from safecls.inference.config import DecodeConfig
+from safecls.io import ResultLog
 from safecls.recipe.labels import contrast_pairs
 from safecls.recipe.sources import SourcePrompt, read_pool, subset
 
 logger = logging.getLogger(__name__)
 
-# Harmful completions need less room than benign answers: the head reads a window, and a loop is cut anyway.
-MAX_NEW_TOKENS = {"safety-sft": 128}
-DEFAULT_MAX_NEW_TOKENS = 160
+# 128 tokens: about 90 words, a complete short answer; longer ones are cut at a sentence (recipe/examples.py).
+MAX_NEW_TOKENS = 128
 
 
 def decode_config(pool: str) -> DecodeConfig:
-    return DecodeConfig(max_new_tokens=MAX_NEW_TOKENS.get(pool, DEFAULT_MAX_NEW_TOKENS), temperature=0.0, policy="low")
+    return DecodeConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, policy="low")
 
 
 CONTRAST_POOLS = ("contrast-safe", "contrast-unsafe")
 # what the recipe uses of each pool; the rest of LIMA and Code Alpaca is not needed for a few thousand examples
-LIMITS = {"code-alpaca": 1000, "lima": 500}
+LIMITS = {"alpaca": 700, "code-alpaca": 600, "lima": 300}
 ALL_POOLS = ("safety-sft", *CONTRAST_POOLS, "alpaca", "code-alpaca", "lima")
 
 
@@ -44,8 +44,18 @@ def pool_prompts(data_dir: str | Path, pool: str, limits: dict[str, int] | None 
 
 def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "default",
                  pools: tuple[str, ...] = ALL_POOLS, limits: dict[str, int] | None = None,
-                 engine=None) -> dict[str, CachedAnswer]:
-    """{prompt id: answer} for every prompt of `pools`, generating what the cache lacks."""
+                 engine=None, generate: bool = True) -> dict[str, CachedAnswer]:
+    """{prompt id: answer} for every prompt of `pools`, generating what the cache lacks (`generate=False`: only what
+    it has)."""
+    if not generate:
+        have = {r.key: r for r in ResultLog(cache_file, CachedAnswer)}
+        out = {}
+        for pool in pools:
+            for p in pool_prompts(data_dir, pool, limits):
+                k = answer_key(f"base:{model}", decode_config(pool), p.prompt)
+                if k in have:
+                    out[p.id] = have[k]
+        return out
     if engine is None:
         from safecls.inference.engine import Engine
         from safecls.model import load_base

@@ -17,7 +17,7 @@ def read_fixture() -> list[dict]:
 @pytest.fixture(scope="session")
 def labelled(shared_data) -> list[dict]:
     """Fixture rows with `prompt` filled in from the benchmark files."""
-    from safecls.eval.benchmarks import load_benchmark
+    from safecls.data.benchmarks import load_benchmark
 
     prompts = {}
     for bench in sorted({r["id"].split("/")[0] for r in read_fixture()}):

@@ -8,6 +8,7 @@ import socket
 import numpy as np
 import pytest
 
+from safecls.data.embeddings import load_encoder
 from safecls.errors import CheckpointError, JudgeError
 from safecls.eval.judges.base import JUDGES, Verdict
 from safecls.eval.judges.minilm import (
@@ -17,7 +18,6 @@ from safecls.eval.judges.minilm import (
     MiniLMJudge,
     combine,
     default_head_dir,
-    load_encoder,
     readings,
     windows,
 )

@@ -61,7 +61,7 @@ def _norm(text: str) -> str:
 
 
 def test_labelled_training_rows_are_well_formed_and_never_an_evaluation_prompt(shared_data):
-    from safecls.eval.benchmarks import load_benchmark
+    from safecls.data.benchmarks import load_benchmark
 
     safety = json.loads((shared_data / "safety-sft" / "safety_only_data_Instructions.json").read_text(encoding="utf-8"))
     evals = {_norm(it.prompt) for b in ("advbench", "maliciousinstruct") for it in load_benchmark(b, shared_data / b)}
@@ -92,8 +92,8 @@ def test_base_completion_labels_are_the_hand_read_rows():
 def test_styled_prompts_are_not_near_copies_of_evaluation_prompts(shared_data, minilm):
     """`styled-completions` dropped prompts within MiniLM cosine 0.8 of any AdvBench / MaliciousInstruct prompt;
     the committed rows must still satisfy that (a restyled "how to steal someone's identity" would not)."""
-    from safecls.eval.benchmarks import load_benchmark
-    from safecls.eval.judges.minilm import sentence_embeddings
+    from safecls.data.benchmarks import load_benchmark
+    from safecls.data.embeddings import sentence_embeddings
 
     prompts = [r.prompt for r in sources.labelled_model_rows(shared_data) if r.source.endswith("-styled")]
     evals = [it.prompt for b in ("advbench", "maliciousinstruct") for it in load_benchmark(b, shared_data / b)]

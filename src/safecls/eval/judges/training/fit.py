@@ -59,7 +59,8 @@ def fit(rows: Sequence[TrainRow], cfg: JudgeTrainConfig, eval_fn: EvalFn | None 
     from peft import get_peft_model, get_peft_model_state_dict
     from tqdm import tqdm
 
-    from safecls.eval.judges.minilm import CrossEncoderHead, features, load_encoder, lora_config, pad_batch, windows
+    from safecls.data.embeddings import load_encoder
+    from safecls.eval.judges.minilm import CrossEncoderHead, features, lora_config, pad_batch, windows
 
     torch.manual_seed(cfg.seed)
     meta = {"lora_r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r, "lora_targets": ["query", "key", "value", "dense"]}

@@ -143,7 +143,7 @@ def completions(data_dir: Path, out: Path, *, n: int = 240, cfg: GenerationConfi
 def eval_responses(data_dir: Path, out: Path, *, blocks: Sequence[int] | None = None,
                    cfg: GenerationConfig | None = None) -> None:
     """Base-model replies to the fixture's prompts (EVAL_PLAN; `blocks`: only these, appended to `out`)."""
-    from safecls.eval.benchmarks import load_benchmark
+    from safecls.data.benchmarks import load_benchmark
 
     cfg = cfg or GenerationConfig()
     model, tok = _base_model()
@@ -199,7 +199,7 @@ def model_responses(checkpoint: str | Path, name: str, prompts: Literal["eval", 
     the fixture's prompts (MODEL_EVAL_PLAN); "train" -> `n` safety-sft prompts used neither by `completions_file`
     nor by `exclude`, a third each direct, prefilled and sampled at T=1."""
     from safecls.attacks.target import LocalTarget
-    from safecls.eval.benchmarks import load_benchmark
+    from safecls.data.benchmarks import load_benchmark
     from safecls.inference.config import DecodeConfig
     from safecls.model import SafeClsModel
 
@@ -258,8 +258,8 @@ def styled_completions(data_dir: Path, out: Path, *, used: set[int], plan: str =
     (`used_safety_rows`, or empty to restyle them too); `exclude`: earlier rounds' files, whose topics are not asked
     again (`new_styles`: asked again, in styles not yet asked); `reuse_topics`: a topic is asked again in another
     style within this round. Returns the rows written."""
-    from safecls.eval.benchmarks import load_benchmark
-    from safecls.eval.judges.minilm import sentence_embeddings
+    from safecls.data.benchmarks import load_benchmark
+    from safecls.data.embeddings import sentence_embeddings
 
     cfg = cfg or GenerationConfig()
     rows = safety_instructions(data_dir)

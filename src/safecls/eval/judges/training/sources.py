@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from safecls.data.files import iter_jsonl
 from safecls.errors import DataError
 from safecls.eval.judges.minilm import LABELS as _VERDICTS
 from safecls.eval.judges.training.styles import restyle
@@ -76,15 +77,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "not found", fix="pass the right path (see `safecls judge --help`)")
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"invalid JSON ({e.msg})", line=n) from e
-    return out
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _read_json(data_dir: Path, rel: Path) -> Any:
@@ -164,7 +157,7 @@ def labelled_model_rows(data_dir: Path, labels: Path | None = None) -> list[Trai
 
 def benchmark_prompts(ids: Iterable[str], data_dir: Path) -> dict[str, str]:
     """{benchmark item id: prompt} for these ids' benchmarks (`advbench/0017` -> AdvBench's row 17)."""
-    from safecls.eval.benchmarks import load_benchmark
+    from safecls.data.benchmarks import load_benchmark
 
     prompts: dict[str, str] = {}
     for bench in sorted({i.split("/")[0] for i in ids}):

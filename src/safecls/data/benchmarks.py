@@ -5,7 +5,7 @@
 
 `path` may be the benchmark's file, a folder holding it (or holding a sub-folder named like the benchmark, so the
 shared data root works), or None: then the file is downloaded from its canonical location into the cache
-(see `safecls.eval.download`) and verified against its sha256 where one is known. HEx-PHI is gated and is never
+(see `safecls.data.download`) and verified against its sha256 where one is known. HEx-PHI is gated and is never
 downloaded. Ids are stable across runs and subsets ("advbench/0017" is the 18th data row of the file, whatever
 `limit` is), so run logs can resume by id.
 """
@@ -23,9 +23,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safecls.data.download import default_cache_dir, fetch_cached
+from safecls.data.files import csv_rows, iter_jsonl, require_columns, require_field
 from safecls.errors import ConfigError, DataError
-from safecls.eval.download import default_cache_dir, fetch_cached
-from safecls.eval.tabular import csv_rows, jsonl_rows, require_columns, require_field
 from safecls.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -363,7 +363,7 @@ class GSM8K(Benchmark):
 
     def parse(self, path: Path) -> list[BenchmarkItem]:
         items = []
-        for n, (line, obj) in enumerate(jsonl_rows(path)):
+        for n, (line, obj) in enumerate(iter_jsonl(path)):
             question, answer = require_field(path, obj, "question", line), require_field(path, obj, "answer", line)
             ref = gsm8k_reference(answer)
             if not ref:
@@ -381,7 +381,7 @@ class MTBench(Benchmark):
 
     def parse(self, path: Path) -> list[BenchmarkItem]:
         items = []
-        for line, obj in jsonl_rows(path):
+        for line, obj in iter_jsonl(path):
             qid = require_field(path, obj, "question_id", line, int)
             turns = require_field(path, obj, "turns", line, list)
             if not turns or not all(isinstance(t, str) for t in turns):

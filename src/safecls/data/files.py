@@ -1,14 +1,39 @@
-"""CSV and JSONL readers for benchmark files: every malformed row raises DataError naming the file and line."""
+"""Row readers for data files: JSONL (the one JSONL reader of the project) and CSV. Every malformed row raises
+DataError naming the file and line."""
 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from safecls.data.records import iter_jsonl
 from safecls.errors import DataError
+
+
+def parse_jsonl(text: str, where: str | Path, *, objects_only: bool = True) -> Iterator[tuple[int, Any]]:
+    """(line number, value) per non-blank line of JSONL `text`; a malformed line raises DataError naming where and
+    which line. `objects_only`: every line must be a JSON object (the usual case)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(where, f"not valid JSON ({e.msg} at column {e.colno})", line=n,
+                            fix="one JSON object per line") from None
+        if objects_only and not isinstance(obj, dict):
+            raise DataError(where, f"expected a JSON object, got {type(obj).__name__}", line=n)
+        yield n, obj
+
+
+def iter_jsonl(path: str | Path, *, objects_only: bool = True) -> Iterator[tuple[int, Any]]:
+    """(line number, value) per non-blank line of a JSONL file (see parse_jsonl): the one JSONL reader."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file", fix="check the path (relative paths are taken from the current directory)")
+    yield from parse_jsonl(path.read_text(encoding="utf-8"), path, objects_only=objects_only)
 
 
 def csv_rows(path: Path, *, header: bool = True) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
@@ -35,11 +60,6 @@ def require_columns(path: Path, row: dict[str, str], line: int, columns: tuple[s
     empty = [c for c in columns if row[c] is None or not row[c].strip()]
     if empty:
         raise DataError(path, f"field(s) {empty} empty or missing", line=line)
-
-
-def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, object) per non-blank line; one JSONL reader for the whole project (data.records.iter_jsonl)."""
-    yield from iter_jsonl(path)
 
 
 def require_field(path: Path, obj: dict[str, Any], key: str, line: int, kind: type = str) -> Any:

@@ -1,0 +1,131 @@
+"""`safecls calibrate`: choose a checkpoint's decode threshold and tau on a dev split, for a stated false-flag target.
+
+The operating point matters as much as the method (Backtracking, Zhang et al. 2025, flags 12% of safe queries
+untuned, 1% tuned). On a labelled dev split, disjoint from every evaluation set:
+
+1. The head reads every dev request once (its free read at the start of decoding). Along a grid of thresholds this
+   gives the trade-off curve: benign requests flagged (refused at once) against harmful requests not flagged.
+2. Reads during generation flag benign replies too. For the most sensitive thresholds that meet the target on
+   requests alone, the engine answers the benign dev requests it would not flag at the start (the configured
+   schedule, tau as given) and counts replies it intervenes in; the lowest threshold whose total stays within the
+   target wins. Then the smallest tau that keeps it within the target.
+3. The choice (threshold, tau) and everything measured go to the checkpoint's calibration.json: every DecodeConfig
+   that leaves threshold or tau unset takes them (generate, chat, serve, eval).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from safecls.config import StrictModel
+from safecls.inference.config import DecodeConfig
+
+logger = logging.getLogger(__name__)
+
+
+class CalibrationConfig(StrictModel):
+    max_benign_flagged: float = Field(0.03, gt=0, lt=1, description="Target: at most this share of benign dev "
+                                                                    "requests refused (at the start or mid-reply).")
+    taus: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description="tau values tried, smallest "
+                                                                                         "(most reactive) first.")
+    candidates: int = Field(4, gt=0, description="Thresholds tried with generation, lowest first.")
+    grid: int = Field(199, gt=2, description="Thresholds on the curve: grid points in (0, 1).")
+    decode: DecodeConfig = Field(default_factory=lambda: DecodeConfig(max_new_tokens=64),
+                                 description="The decode settings calibrated for (schedule, r2, read_prompt, ...).")
+    batch_size: int = Field(16, gt=0)
+
+
+class CurvePoint(BaseModel):
+    threshold: float
+    benign_flagged: float  # share of benign dev requests whose first read exceeds the threshold
+    harmful_missed: float  # share of harmful dev requests whose first read does not
+
+
+class Trial(BaseModel):
+    threshold: float
+    tau: int
+    flagged_at_start: int
+    flagged_mid_reply: int
+    benign: int
+
+    @property
+    def rate(self) -> float:
+        return (self.flagged_at_start + self.flagged_mid_reply) / self.benign
+
+
+class Calibration(BaseModel):
+    threshold: float
+    tau: int
+    met_target: bool
+    target: float
+    benign_flagged: float
+    harmful_missed: float
+    n_benign: int
+    n_harmful: int
+    curve: list[CurvePoint]
+    trials: list[Trial]
+    decode: dict[str, Any] = Field(description="The decode settings it was calibrated for.")
+
+    def for_checkpoint(self) -> dict[str, Any]:
+        return {"decode": {"threshold": self.threshold, "tau": self.tau}, **self.model_dump(exclude={"curve"}),
+                "curve": [p.model_dump() for p in self.curve]}
+
+
+def request_curve(p_benign: Sequence[float], p_harmful: Sequence[float], grid: int) -> list[CurvePoint]:
+    thresholds = [round((i + 1) / (grid + 1), 6) for i in range(grid)]
+    return [CurvePoint(threshold=t, benign_flagged=sum(p > t for p in p_benign) / max(1, len(p_benign)),
+                       harmful_missed=sum(p <= t for p in p_harmful) / max(1, len(p_harmful))) for t in thresholds]
+
+
+def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config: CalibrationConfig | None = None,
+              engine: Any = None) -> Calibration:
+    """Choose threshold and tau for `model` on dev `prompts` (label 0 benign, 1 harmful); see the module docstring."""
+    from safecls.inference.engine import Engine
+
+    cfg = config or CalibrationConfig()
+    engine = engine or Engine(model)
+    p = model.classify(list(prompts), batch_size=cfg.batch_size)
+    benign = [i for i, y in enumerate(labels) if y == 0]
+    pb, ph = [p[i] for i in benign], [p[i] for i, y in enumerate(labels) if y == 1]
+    curve = request_curve(pb, ph, cfg.grid)
+    feasible = [c for c in curve if c.benign_flagged <= cfg.max_benign_flagged]
+    trials: list[Trial] = []
+    taus = sorted(set(cfg.taus))
+
+    def trial(threshold: float, tau: int) -> Trial:
+        start = [i for i in benign if p[i] > threshold]
+        rest = [i for i in benign if p[i] <= threshold]
+        dc = cfg.decode.model_copy(update={"threshold": threshold, "tau": tau, "policy": "medium"})
+        res = engine.generate([prompts[i] for i in rest], dc, batch_size=cfg.batch_size) if rest else []
+        t = Trial(threshold=threshold, tau=tau, flagged_at_start=len(start), benign=len(benign),
+                  flagged_mid_reply=sum(bool(r.trace.interventions) for r in res))
+        logger.info("calibration: threshold %.3f tau %d: %d + %d of %d benign dev requests flagged", threshold, tau,
+                    t.flagged_at_start, t.flagged_mid_reply, t.benign)
+        trials.append(t)
+        return t
+
+    chosen: Trial | None = None
+    for c in feasible[: cfg.candidates]:
+        t = trial(c.threshold, taus[-1])
+        if t.rate <= cfg.max_benign_flagged:
+            chosen = t
+            break
+    if chosen is None:  # nothing met the target: the least flagging point tried, or the top of the grid
+        chosen = min(trials, key=lambda t: t.rate) if trials else trial(curve[-1].threshold, taus[-1])
+    else:
+        for tau in taus[:-1]:  # a more reactive tau, if it stays within the target
+            t = trial(chosen.threshold, tau)
+            if t.rate <= cfg.max_benign_flagged:
+                chosen = t
+                break
+    point = next(c for c in curve if c.threshold == chosen.threshold) if any(
+        c.threshold == chosen.threshold for c in curve) else None
+    return Calibration(threshold=chosen.threshold, tau=chosen.tau, met_target=chosen.rate <= cfg.max_benign_flagged,
+                       target=cfg.max_benign_flagged, benign_flagged=chosen.rate,
+                       harmful_missed=point.harmful_missed if point else sum(x <= chosen.threshold for x in ph) / max(1, len(ph)),
+                       n_benign=len(pb), n_harmful=len(ph), curve=curve, trials=trials,
+                       decode=cfg.decode.model_dump(exclude={"threshold", "tau"}))

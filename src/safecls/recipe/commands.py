@@ -1,0 +1,48 @@
+"""`safecls recipe answers|data`: the data of the shipped model's recipe (docs/MODEL_CARD.md has the whole chain)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _answers(args: argparse.Namespace) -> int:
+    from safecls.recipe.self_answers import self_answers
+
+    got = self_answers(args.data_dir, Path(args.out) / "self_answers.jsonl", model=args.model)
+    print(f"{len(got)} answers in {Path(args.out) / 'self_answers.jsonl'}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from safecls.recipe.datasets import write_datasets
+    from safecls.recipe.examples import build_examples
+    from safecls.recipe.self_answers import self_answers
+
+    out = Path(args.out)
+    answers = self_answers(args.data_dir, out / "self_answers.jsonl", model=args.model, generate=not args.cached_only)
+    examples, stats = build_examples(args.data_dir, answers, seed=args.seed, cache=out / "cache")
+    paths = write_datasets(examples, out / "data", stats, seed=args.seed)
+    print(json.dumps(json.loads(paths["manifest"].read_text())["files"], indent=1))
+    print(f"written to {out / 'data'}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    r = sub.add_parser("recipe", help="build the data of the shipped model's recipe (answers, labels, splits)")
+    rs = r.add_subparsers(dest="recipe_command", metavar="STEP", required=True)
+    for name, func, text in (("answers", _answers, "the base model's own answers to every pool prompt (cached)"),
+                             ("data", _data, "examples, splits and the SFT / Qi / pretrain files (runs answers first)")):
+        p = rs.add_parser(name, help=text)
+        p.add_argument("--data-dir", default="../shared/data", help="the shared/data-style folder")
+        p.add_argument("--out", default="runs/recipe", help="where answers and data/ go")
+        p.add_argument("--model", default="default", help="the base model")
+        p.add_argument("--seed", type=int, default=0)
+        if name == "data":
+            p.add_argument("--cached-only", action="store_true", help="use the answers already cached; generate none")
+        p.set_defaults(func=func)

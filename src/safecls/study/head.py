@@ -1,0 +1,102 @@
+"""The head itself: AUC of `classify()` on held-out request sets and (prompt, response) pairs, beside the floor a
+logistic probe on the frozen base model's hidden states reaches (a [CLS] head that does not beat it is a recipe bug).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from safecls.model.encoding import encode_prompt
+
+logger = logging.getLogger(__name__)
+
+PROBE_LAYERS = (10, 20, 30)  # SmolLM2-135M has 30 layers; the DESIGN.md floor was measured on these
+
+
+def auc(scores_pos: Sequence[float], scores_neg: Sequence[float]) -> float:
+    """P(a positive scores above a negative), ties counting half (Mann-Whitney U / (n_pos n_neg))."""
+    pos, neg = np.asarray(scores_pos, float), np.asarray(scores_neg, float)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv))
+    sorted_v = allv[order]
+    i = 0
+    while i < len(allv):  # average ranks over ties
+        j = i
+        while j + 1 < len(allv) and sorted_v[j + 1] == sorted_v[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
+class SetScore(BaseModel):
+    name: str
+    auc: float
+    n_pos: int
+    n_neg: int
+    flagged_pos: float  # share of positives above the threshold
+    flagged_neg: float  # share of negatives above it
+    threshold: float
+
+
+def score_set(name: str, pos: Sequence[float], neg: Sequence[float], threshold: float) -> SetScore:
+    return SetScore(name=name, auc=round(auc(pos, neg), 4), n_pos=len(pos), n_neg=len(neg), threshold=threshold,
+                    flagged_pos=round(float(np.mean(np.asarray(pos) > threshold)) if len(pos) else float("nan"), 4),
+                    flagged_neg=round(float(np.mean(np.asarray(neg) > threshold)) if len(neg) else float("nan"), 4))
+
+
+@torch.no_grad()
+def base_features(model: Any, tokenizer: Any, prompts: Sequence[Any], layers: Sequence[int] = PROBE_LAYERS,
+                  batch_size: int = 16) -> np.ndarray:
+    """(N, len(layers) * H) hidden states of a plain causal LM at each prompt's last token."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        encs = [encode_prompt(tokenizer, p).ids for p in prompts[i:i + batch_size]]
+        T = max(map(len, encs))
+        ids = torch.full((len(encs), T), tokenizer.pad_token_id)
+        mask = torch.zeros((len(encs), T), dtype=torch.long)
+        for b, e in enumerate(encs):  # left padding: the last token is at T - 1 for every row
+            ids[b, T - len(e):], mask[b, T - len(e):] = torch.tensor(e), 1
+        hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        out.append(torch.cat([hs[k][:, -1] for k in layers], -1).float().numpy())
+    return np.concatenate(out)
+
+
+class Probe:
+    """L2-regularised logistic regression on standardised features (full-batch L-BFGS)."""
+
+    def __init__(self, l2: float = 1e-2, steps: int = 200):
+        self.l2, self.steps = l2, steps
+
+    def fit(self, x: np.ndarray, y: Sequence[int]) -> Probe:
+        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
+        X = torch.tensor((x - self.mu) / self.sd, dtype=torch.float32)
+        Y = torch.tensor(list(y), dtype=torch.float32)
+        self.w = torch.zeros(X.shape[1], requires_grad=True)
+        self.b = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.LBFGS([self.w, self.b], max_iter=self.steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(X @ self.w + self.b, Y)
+            loss = loss + self.l2 * (self.w ** 2).sum() / 2
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return self
+
+    def predict(self, x: np.ndarray) -> list[float]:
+        X = torch.tensor((x - self.mu) / self.sd, dtype=torch.float32)
+        with torch.no_grad():
+            return torch.sigmoid(X @ self.w + self.b).tolist()
