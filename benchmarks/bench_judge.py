@@ -26,7 +26,7 @@ def main() -> None:
 
     import torch
 
-    from safecls.eval.benchmarks import load_benchmark
+    from safecls.data.benchmarks import load_benchmark
     from safecls.eval.judges.base import JUDGES
     from safecls.eval.judges.minilm import MiniLMJudge
 
