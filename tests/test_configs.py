@@ -60,7 +60,7 @@ def _localised(path: Path, ckpt: Path, shared_data: Path, tmp: Path) -> EvalConf
 
     raw = yaml.safe_load(path.read_text())
     for m in raw["models"]:
-        m["path"] = str(ckpt / "ckpt") if m.get("path", "default") != "default" else f"plain:{ckpt / 'base'}"
+        m["path"] = f"plain:{ckpt / 'base'}" if m.get("path") == "base" else str(ckpt / "ckpt")
     for j in raw.get("judges", []):
         if "checkpoint" in j.get("params", {}):
             j["params"]["checkpoint"] = str(ckpt / "ckpt")

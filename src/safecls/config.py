@@ -6,6 +6,7 @@ inference/config.py, ...). This module holds the shared base and the YAML loader
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,3 +130,33 @@ def load_config(path: str | Path, cls: type[C], overrides: list[str] | None = No
 
 def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def add_field_flags(parser: Any, cls: type[BaseModel], names: list[str], *, dest_prefix: str = "") -> None:
+    """One `--flag-name` per config field, its help the field's description and default: a field is documented once,
+    on its class. Every flag defaults to "not given" (None), so `given_fields` passes on only what the user set and the
+    class's own defaults apply to the rest."""
+    import types
+    import typing
+
+    for name in names:
+        field = cls.model_fields[name]
+        ann = field.annotation
+        optional = typing.get_origin(ann) in (typing.Union, types.UnionType)
+        base = next(a for a in typing.get_args(ann) if a is not type(None)) if optional else ann
+        default = field.get_default(call_default_factory=True)
+        text = (field.description or "") + (f" (default: {default})" if default not in (None, "", []) else "")
+        flag, dest = "--" + name.replace("_", "-"), dest_prefix + name
+        if base is bool:
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif typing.get_origin(base) is typing.Literal:
+            parser.add_argument(flag, dest=dest, choices=list(typing.get_args(base)), default=None, help=text)
+        elif typing.get_origin(base) is list:
+            parser.add_argument(flag, dest=dest, action="append", default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=dest, type=base, default=None, help=text)
+
+
+def given_fields(args: Any, names: list[str], *, dest_prefix: str = "") -> dict[str, Any]:
+    """The fields of `add_field_flags` the user gave on the command line."""
+    return {n: v for n in names if (v := getattr(args, dest_prefix + n, None)) is not None}

@@ -1,4 +1,4 @@
-"""`safecls serve --model default` end to end: a real process, the real SmolLM2, the official client."""
+"""`safecls serve` end to end: a real process, the real SmolLM2, the official client."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_serve_command_answers_with_a_safety_trace():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "safecls.cli", "serve", "--model", "default", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "safecls.cli", "serve", "--model", "untrained", "--port", str(port),
                              "--threads", "1", "--api-key", "sk-cli"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
@@ -35,7 +35,7 @@ def test_serve_command_answers_with_a_safety_trace():
             time.sleep(0.5)
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-cli", max_retries=0)
         (model,) = c.models.list().data
-        assert model.id == "safecls-default"
+        assert model.id == "safecls-untrained"
         r = c.chat.completions.create(model=model.id, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8,
                                       temperature=0)
         safety = r.choices[0].model_extra["safety"]

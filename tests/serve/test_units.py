@@ -40,7 +40,7 @@ def _parse(argv):
 def test_serve_flags_build_settings(monkeypatch):
     monkeypatch.delenv(API_KEY_ENV, raising=False)
     args = _parse(["--model", "runs/sft/final", "--port", "9001", "--api-key", "k1", "--api-key", "k2", "--max-batch",
-                   "4", "--policy", "high", "--preset", "authors", "--separate-pass", "--max-body-mb", "0.5"])
+                   "4", "--policy", "high", "--preset", "authors", "--no-fused", "--max-body-mb", "0.5"])
     s = settings_from_args(args)
     assert (s.host, s.port, s.max_batch, s.model_name) == ("127.0.0.1", 9001, 4, "final")
     assert s.key_values() == ["k1", "k2"] and "k1" not in repr(s)  # keys never show up in logs
@@ -51,9 +51,11 @@ def test_serve_flags_build_settings(monkeypatch):
 
 def test_untrained_head_defaults_to_policy_low_and_env_keys(monkeypatch):
     monkeypatch.setenv(API_KEY_ENV, "a, b,")
-    s = settings_from_args(_parse(["--model", "default"]), untrained_head=True)
-    assert s.decode_defaults.policy == "low" and s.key_values() == ["a", "b"] and s.model_name == "safecls-default"
-    assert settings_from_args(_parse(["--model", "default", "--api-key", "c"])).key_values() == ["c"]  # flag wins
+    s = settings_from_args(_parse(["--model", "untrained"]), untrained_head=True)
+    assert s.decode_defaults.policy == "low" and s.key_values() == ["a", "b"] and s.model_name == "safecls-untrained"
+    assert settings_from_args(_parse(["--model", "untrained", "--api-key", "c"])).key_values() == ["c"]  # flag wins
+    d = settings_from_args(_parse(["--model", "default"])).decode_defaults
+    assert d.policy == "medium" and (d.threshold, d.tau) == (None, None)  # the checkpoint's calibrated values
 
 
 def test_bad_flag_values_are_config_errors():

@@ -1,7 +1,7 @@
 """`safecls attack`: run one attack on a dataset against a local model or an endpoint, into a run directory.
 
     safecls attack prefill --model runs/sft/final --data advbench --data-root ../shared/data --limit 50 --out runs/prefill
-    safecls attack decoding --model plain:HuggingFaceTB/SmolLM2-135M-Instruct --data prompts.jsonl --out runs/dec
+    safecls attack decoding --model base --data prompts.jsonl --out runs/dec
     safecls attack pap --endpoint http://localhost:8000/v1 --endpoint-model safecls --data advbench \
         --set taxonomy_file=../shared/data/attacks/pap/persuasion_taxonomy.jsonl --out runs/pap
     safecls attack --list
@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from safecls.errors import ConfigError
+from safecls.model.resolve import MODEL_HELP
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", help="attack name (see --list)")
     p.add_argument("--list", action="store_true", help="list the attacks and exit")
-    p.add_argument("--model", help="DIR (safecls checkpoint) | default (the embedded SmolLM2, plain) | plain:PATH_OR_HUB_ID")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--endpoint", metavar="URL", help="OpenAI-compatible base URL to attack instead of --model")
     p.add_argument("--endpoint-model", default="default", help="model name sent to the endpoint")
     p.add_argument("--api-key", default="none", help="endpoint API key")
@@ -62,18 +63,11 @@ def _list() -> int:
 
 
 def _local(ref: str, dtype: str | None, batch_size: int) -> Any:
-    from safecls.attacks.target import LocalTarget
-
-    if ref == "default" or ref.startswith("plain:"):
-        from safecls.model.loading import load_base
-
-        return LocalTarget.plain(*load_base(ref.removeprefix("plain:") or "default", dtype=dtype), batch_size=batch_size)
     import torch
 
-    from safecls.model import SafeClsModel
+    from safecls.attacks.target import LocalTarget
 
-    model = SafeClsModel.from_pretrained(ref, dtype=getattr(torch, dtype) if dtype else None)
-    return LocalTarget.from_model(model, batch_size=batch_size)
+    return LocalTarget.load(ref, dtype=getattr(torch, dtype) if dtype else None, batch_size=batch_size)
 
 
 def _versions() -> dict[str, str]:

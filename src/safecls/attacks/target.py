@@ -87,6 +87,13 @@ class LocalTarget(Target):
         return cls(Engine(model), **kwargs)
 
     @classmethod
+    def load(cls, ref: str, *, dtype: Any = None, device: str | None = None, **kwargs: Any) -> LocalTarget:
+        """The model `ref` names (model/resolve.py: default, base, untrained, plain:PATH or a checkpoint folder)."""
+        from safecls.inference.engine import Engine
+
+        return cls(Engine.load(ref, dtype=dtype, device=device), **kwargs)
+
+    @classmethod
     def plain(cls, model: Any, tokenizer: Any, **kwargs: Any) -> LocalTarget:
         from safecls.inference.engine import Engine
 

@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from safecls.config import StrictModel
 from safecls.inference.config import DecodeConfig
+from safecls.model.resolve import MODEL_HELP
 
 # Sets that measure utility or over-refusal, not attack success: attacked only by "direct" unless a benchmark entry
 # names its attacks (a prefill "Sure, here is" on a maths question measures nothing).
@@ -36,8 +37,7 @@ CLEAN_ONLY = frozenset({"gsm8k", "mt-bench", "xstest"})
 
 class ModelSpec(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[^|]+$", description="Label in records and tables (no '|').")
-    path: str = Field("default", description="'default' (the embedded base, undefended), a safecls checkpoint folder, "
-                                             "or 'plain:PATH' for a plain HF causal LM (folder or hub name).")
+    path: str = Field("default", description=f"What to evaluate: {MODEL_HELP} (model/resolve.py).")
     decode: DecodeConfig = Field(default_factory=lambda: DecodeConfig(max_new_tokens=64),
                                  description="Decode settings of this model: the defence (policy, schedule, r1..r3, "
                                              "tau, threshold) and the defaults each attack starts from.")

@@ -40,6 +40,7 @@ from safecls.eval.config import AttackSpec, BenchmarkSpec, EvalConfig, ModelSpec
 from safecls.eval.judges import JUDGES, Judge
 from safecls.eval.records import DoneKeys, EvalRecord, judge_into, merge_logs, read_records, record_key, rejudge
 from safecls.io import ResultLog, atomic_write, atomic_write_json
+from safecls.model.resolve import check_model_ref
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,10 @@ def make_judges(cfg: EvalConfig) -> dict[str, Judge]:
 
 
 def _model_problem(spec: ModelSpec) -> str | None:
-    path = spec.path
-    if path == "default" or path.startswith("plain:"):
-        return None
-    if not (Path(path).expanduser() / "safecls_config.json").is_file():
-        return (f"models.{spec.name}.path: {path!r} is not a safecls checkpoint (no safecls_config.json). Fix: train it "
-                "first, or pass 'default' or 'plain:PATH' for a plain HF model")
+    try:
+        check_model_ref(spec.path, f"models.{spec.name}.path")
+    except ConfigError as e:
+        return str(e)
     return None
 
 
@@ -172,25 +171,14 @@ def plan(cfg: EvalConfig) -> Plan:
 
 
 def load_model(spec: ModelSpec, device: Any = None) -> tuple[Any, Any, Any]:
-    """(LocalTarget, tokenizer, SafeClsModel or the plain HF model) for 'default', 'plain:PATH' or a checkpoint."""
+    """(LocalTarget, tokenizer, the SafeClsModel or plain HF model) for what `spec.path` names (model/resolve.py)."""
     import torch
 
     from safecls.attacks.target import LocalTarget
-    from safecls.model import SafeClsModel, load_base
 
-    dtype = getattr(torch, spec.dtype)
-    path = spec.path
-    if path == "default" or path.startswith("plain:"):
-        hf, tok = load_base(path.removeprefix("plain:"), dtype=dtype)
-        if device is not None:
-            hf.to(device)
-        return LocalTarget.plain(hf, tok), tok, hf
-    folder = Path(path).expanduser()
-    if not (folder / "safecls_config.json").is_file():
-        raise ConfigError(f"models.{spec.name}.path: {path!r} is not a safecls checkpoint (no safecls_config.json). "
-                          "Fix: pass a checkpoint folder, 'default', or 'plain:PATH' for a plain HF model")
-    model = SafeClsModel.from_pretrained(folder, dtype=dtype, device=None if device is None else str(device))
-    return LocalTarget.from_model(model), model.tokenizer, model
+    check_model_ref(spec.path, f"models.{spec.name}.path")
+    target = LocalTarget.load(spec.path, dtype=getattr(torch, spec.dtype), device=None if device is None else str(device))
+    return target, target.tokenizer, target.safecls_model or target.causal_lm
 
 
 # ---------------------------------------------------------------- processes

@@ -11,46 +11,35 @@ from typing import Any
 from safecls.data.files import iter_jsonl
 from safecls.errors import DataError
 
+# DecodeConfig fields with their own flag (documented on the field); any other through --set KEY=VALUE
+DECODE_FLAGS = ["max_new_tokens", "temperature", "top_p", "top_k", "seed", "policy", "schedule", "threshold", "tau",
+                "read_prompt"]
+
 
 def add_decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="a safecls checkpoint dir, 'default' (untrained head), or plain:PATH")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--policy", default="medium", help="low | medium | high")
-    p.add_argument("--schedule", default="annealing", help="first | every | periodic | annealing")
-    p.add_argument("--preset", default="seed", help="seed (r1=r2=r3=10) | authors (r1=5, r2=15, r3=10, tau=3)")
+    from safecls.config import add_field_flags
+    from safecls.inference.config import PRESETS, DecodeConfig
+    from safecls.model.resolve import MODEL_HELP
+
+    p.add_argument("--model", default="default", help=MODEL_HELP)
+    add_field_flags(p, DecodeConfig, DECODE_FLAGS)
+    p.add_argument("--preset", default="seed", choices=sorted(PRESETS),
+                   help="seed (r2=r3=10, tau=3) | authors (the paper scripts': r2=15, r3=10, tau=3, threshold 0.5)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other DecodeConfig field")
 
 
 def decode_config(args: argparse.Namespace):
-    from safecls.config import apply_overrides, validate
+    from safecls.config import apply_overrides, given_fields, validate
     from safecls.inference.config import PRESETS, DecodeConfig
 
-    if args.preset not in PRESETS:
-        from safecls.errors import UnknownNameError
-
-        raise UnknownNameError(f"unknown preset {args.preset!r}; valid: {', '.join(PRESETS)}")
-    data = {**PRESETS[args.preset], "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-            "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed, "policy": args.policy, "schedule": args.schedule}
+    data = {**PRESETS[args.preset], **given_fields(args, DECODE_FLAGS)}
     return validate(DecodeConfig, apply_overrides(data, args.set), source="command line")
 
 
 def load_engine(spec: str) -> Any:
-    """'default' / a HF id -> untrained head on that base; a safecls checkpoint dir; 'plain:PATH' -> no head."""
     from safecls.inference.engine import Engine
-    from safecls.model import SafeClsModel, load_base
 
-    if spec.startswith("plain:"):
-        return Engine.plain(*load_base(spec[len("plain:"):]))
-    if Path(spec).is_dir() and (Path(spec) / "safecls_config.json").is_file():
-        return Engine(SafeClsModel.from_pretrained(spec))
-    import logging
-
-    logging.getLogger(__name__).warning("%s is not a safecls checkpoint: its [CLS] head is untrained", spec)
-    return Engine(SafeClsModel.from_base(*load_base(spec)))
+    return Engine.load(spec)
 
 
 def read_prompts(path: str) -> list[Any]:

@@ -82,6 +82,14 @@ class Engine:
         self.vocab = len(self.tok)
 
     @classmethod
+    def load(cls, ref: str, *, dtype: Any = None, device: str | None = None) -> Engine:
+        """An engine for what `--model` names (model/resolve.py): default, base, untrained, plain:PATH or a folder."""
+        from safecls.model.resolve import resolve_model
+
+        r = resolve_model(ref, dtype=dtype, device=device)
+        return cls(r.model) if r.safecls else cls.plain(r.model, r.tokenizer)
+
+    @classmethod
     def plain(cls, model: Any, tokenizer: Any) -> Engine:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

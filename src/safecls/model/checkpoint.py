@@ -105,13 +105,18 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     """`trainable`: LoRA adapters (and the [CLS] row) load ready to train further (a later training stage)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from safecls.model.loading import load_base
+    from safecls.model.loading import load_base, load_tokenizer
     from safecls.model.safecls_model import SafeClsModel, add_cls_token
+    from safecls.model.shipped import is_shipped, require_shipped
 
-    directory = Path(directory)
+    directory = require_shipped() if is_shipped(directory) else Path(directory)
     cfg = read_config(directory)
     dtype = dtype or torch.float32
-    tok = AutoTokenizer.from_pretrained(directory)
+    if (directory / "tokenizer_config.json").is_file():
+        tok = AutoTokenizer.from_pretrained(directory)
+    else:  # a shipped checkpoint keeps no tokenizer: the base's, plus the [CLS] token at the recorded id
+        tok = load_tokenizer(cfg.get("base", {}).get("name_or_path") or "default")
+        add_cls_token_to_tokenizer(tok, int(cfg["cls_token_id"]), directory)
     if cfg["format"] == "lora":
         from peft import PeftModel
 
@@ -154,3 +159,14 @@ def read_calibration(directory: str | Path) -> dict:
                        ", ".join(sorted(unknown)))
     cal["decode"] = {k: v for k, v in decode.items() if k in ("threshold", "tau")}
     return cal
+
+
+def add_cls_token_to_tokenizer(tok: Any, cls_id: int, directory: Path) -> None:
+    from safecls.model.safecls_model import CLS_TOKEN
+
+    if CLS_TOKEN not in tok.get_vocab():
+        tok.add_tokens([CLS_TOKEN], special_tokens=True)
+    if tok.convert_tokens_to_ids(CLS_TOKEN) != cls_id:
+        raise CheckpointError(f"{directory}: the base tokenizer gives {CLS_TOKEN} the id "
+                              f"{tok.convert_tokens_to_ids(CLS_TOKEN)}, the checkpoint was trained with {cls_id}. Fix: "
+                              "save the checkpoint with its tokenizer (SafeClsModel.save_pretrained)")

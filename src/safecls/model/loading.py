@@ -37,6 +37,24 @@ def load_base(name_or_path: str | Path = "default", dtype: torch.dtype | str | N
     return model, tok
 
 
+def load_tokenizer(name_or_path: str | Path = "default") -> Any:
+    """The tokenizer of a base model alone ('default': the embedded one), pad = eos where it has no pad."""
+    from transformers import AutoTokenizer
+
+    ref = str(name_or_path)
+    if ref == "default":
+        from safecls.model.default import default_model_dir
+
+        ref = str(default_model_dir())
+    try:
+        tok = AutoTokenizer.from_pretrained(ref)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"could not load a tokenizer from {name_or_path!r}: {e}") from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def check_causal_lm(model: Any) -> None:
     from transformers import PreTrainedModel
 

@@ -16,38 +16,32 @@ logger = logging.getLogger(__name__)
 API_KEY_ENV = "SAFECLS_API_KEY"
 
 
+# Flags derived from the settings' and the decode config's own fields (each documented once, on its class).
+SETTINGS_FLAGS = ["host", "port", "max_batch", "batch_wait_ms", "batch_wait_max_ms", "max_queue", "max_tokens_cap",
+                  "default_max_tokens", "max_n", "request_timeout_s", "allow_safety_overrides", "min_policy",
+                  "moderation_threshold"]
+DECODE_FLAGS = ["policy", "schedule", "period", "threshold", "tau", "r2", "r3", "read_prompt", "fused"]
+
+
 def register(sub) -> None:
+    from safecls.config import add_field_flags
+    from safecls.inference.config import DecodeConfig
+    from safecls.model.resolve import MODEL_HELP
+    from safecls.serve.settings import ServeSettings
+
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat, completions, moderations) with safety traces",
-                       description="Serve a safecls checkpoint over OpenAI's HTTP API. "
+                       description="Serve a safecls model over OpenAI's HTTP API. "
                        f"Bearer keys can also come from ${API_KEY_ENV} (comma-separated) when --api-key is absent.")
-    p.add_argument("--model", required=True, metavar="DIR|default",
-                   help="a safecls checkpoint folder, or 'default' (embedded SmolLM2 with an UNTRAINED head)")
-    p.add_argument("--served-model-name", default=None, help="the id clients send as `model` (default: folder name)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default="default", help=MODEL_HELP)
+    p.add_argument("--served-model-name", default=None, help="the id clients send as `model` (default: from --model)")
     p.add_argument("--api-key", dest="api_keys", action="append", default=[], metavar="KEY",
                    help="accept this Bearer key on /v1/* (repeatable); none: no auth")
-    p.add_argument("--max-batch", type=int, default=16, help="most sequences decoded together")
-    p.add_argument("--batch-wait-ms", type=float, default=10.0,
-                   help="start a batch once no new request has come for this long ...")
-    p.add_argument("--batch-wait-max-ms", type=float, default=100.0,
-                   help="... or this long after the oldest waiting request came")
-    p.add_argument("--max-queue", type=int, default=256, help="most waiting sequences; beyond it: 429")
-    p.add_argument("--max-tokens-cap", type=int, default=2048, help="largest max_tokens a request may ask for")
-    p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
-    p.add_argument("--max-n", type=int, default=8, help="largest n per request")
-    p.add_argument("--max-body-mb", type=float, default=2.0, help="request body limit in MiB (over it: 413)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request, queueing included (then 504)")
-    p.add_argument("--policy", choices=["low", "medium", "high"], default=None,
-                   help="default strategic-decoding policy (default medium; low for --model default)")
-    p.add_argument("--schedule", choices=["first", "every", "periodic", "annealing"], default="annealing")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(malicious) above which the head says malicious")
+    p.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MiB (over it: 413)")
+    add_field_flags(p.add_argument_group("server (ServeSettings)"), ServeSettings, SETTINGS_FLAGS)
     p.add_argument("--preset", choices=["seed", "authors"], default="seed",
                    help="r2/r3/tau defaults: seed (10/10/3) or the paper scripts' (15/10/3)")
-    p.add_argument("--separate-pass", action="store_true", help="evaluate [CLS] in its own pass instead of fused")
-    p.add_argument("--no-safety-overrides", action="store_true", help="reject per-request safety_* fields")
-    p.add_argument("--min-policy", choices=["low", "medium", "high"], default="low",
-                   help="lowest policy a request may ask for")
+    add_field_flags(p.add_argument_group("safety defaults of every request (DecodeConfig)"), DecodeConfig, DECODE_FLAGS,
+                    dest_prefix="decode_")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None,
@@ -56,57 +50,52 @@ def register(sub) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, *, untrained_head: bool = False):
-    from safecls.config import validate
+    from safecls.config import given_fields, validate
     from safecls.inference.config import PRESETS, DecodeConfig
     from safecls.serve.settings import ServeSettings
 
-    policy = args.policy
-    if policy is None:
-        policy = "low" if untrained_head else "medium"
+    decode = {**PRESETS[args.preset], **given_fields(args, DECODE_FLAGS, dest_prefix="decode_")}
+    if untrained_head and "policy" not in decode:
+        decode["policy"] = "low"  # an untrained head's verdicts are noise: no strategic decoding unless asked
     keys = args.api_keys or [k.strip() for k in os.environ.get(API_KEY_ENV, "").split(",") if k.strip()]
-    name = args.served_model_name or _default_name(args.model)
+    settings = {**given_fields(args, SETTINGS_FLAGS), "model_name": args.served_model_name or _default_name(args.model),
+                "api_keys": keys}
+    if args.max_body_mb is not None:
+        settings["max_body_bytes"] = int(args.max_body_mb * 1024 * 1024)
     # validate() turns a bad flag value into a ConfigError naming the field (the CLI prints it on one line)
-    decode = validate(DecodeConfig, {**PRESETS[args.preset], "policy": policy, "schedule": args.schedule,
-                                     "threshold": args.threshold, "fused": not args.separate_pass},
-                      source="safecls serve flags")
-    return validate(ServeSettings, dict(
-        model_name=name, host=args.host, port=args.port, api_keys=keys, max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms, batch_wait_max_ms=args.batch_wait_max_ms, max_queue=args.max_queue, max_tokens_cap=args.max_tokens_cap,
-        default_max_tokens=args.default_max_tokens, max_n=args.max_n, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        request_timeout_s=args.timeout, decode_defaults=decode, allow_safety_overrides=not args.no_safety_overrides,
-        min_policy=args.min_policy), source="safecls serve flags")
+    settings["decode_defaults"] = validate(DecodeConfig, decode, source="safecls serve flags")
+    return validate(ServeSettings, settings, source="safecls serve flags")
 
 
 def _default_name(model: str) -> str:
-    from pathlib import Path
+    from safecls.model.resolve import Resolved
 
-    return "safecls-default" if model == "default" else Path(model).resolve().name
+    return Resolved(model, None, None, safecls=True).name
 
 
 def _load(args: argparse.Namespace):
     import torch
 
-    from safecls.model import SafeClsModel, load_base
+    from safecls.model.resolve import resolve_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.model == "default":
-        logger.warning("serving the embedded default model with an UNTRAINED safety head: its P(malicious) is noise. "
-                       "Train one (safecls train) and pass its folder for a real safety signal")
-        return SafeClsModel.from_base(*load_base("default", dtype=dtype)).to(device)
-    return SafeClsModel.from_pretrained(args.model, dtype=dtype, device=device)
+    return resolve_model(args.model, dtype=dtype, device=device)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from safecls._optional import require
 
     uvicorn = require("uvicorn", "serve")
+    from safecls.model.resolve import UNTRAINED, check_model_ref
     from safecls.serve.app import create_app
 
-    settings = settings_from_args(args, untrained_head=args.model == "default")  # bad flags fail before loading
-    model = _load(args)
+    check_model_ref(args.model)
+    settings = settings_from_args(args, untrained_head=args.model == UNTRAINED)  # bad flags fail before loading
+    resolved = _load(args)
+    model = resolved.model if resolved.safecls else _plain_engine(resolved)
     if not settings.api_keys and not _is_loopback(settings.host):
         logger.warning("binding %s without --api-key: anyone who can reach this port can use the model", settings.host)
     app = create_app(model, settings)
@@ -115,6 +104,12 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=settings.host, port=settings.port,
                 log_level=level if level in ("debug", "info", "warning", "error", "critical") else "info")
     return 0
+
+
+def _plain_engine(resolved):
+    from safecls.inference.engine import Engine
+
+    return Engine.plain(resolved.model, resolved.tokenizer)
 
 
 def _is_loopback(host: str) -> bool:
