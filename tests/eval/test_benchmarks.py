@@ -14,7 +14,7 @@ from safecls.errors import ConfigError, DataError, UnknownNameError
 
 def test_registry_lists_every_format():
     assert BENCHMARKS.names() == sorted(
-        ["advbench", "harmbench", "hex-phi", "jbb", "maliciousinstruct", "mt-bench", "gsm8k", "xstest"])
+        ["advbench", "harmbench", "hex-phi", "jbb", "maliciousinstruct", "mt-bench", "gsm8k", "prompts", "xstest"])
     with pytest.raises(UnknownNameError, match="advbench"):
         load_benchmark("advbench2", "/nonexistent")
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['fix_target'\]; valid: fix_targets"):

@@ -355,6 +355,40 @@ def gsm8k_reference(answer: str) -> str | None:
     return answer.rsplit("####", 1)[1].strip().replace(",", "")
 
 
+@BENCHMARKS.register("prompts")
+class Prompts(Benchmark):
+    """Any JSONL of prompts: {"id", "prompt", optional "label" (safe/unsafe, or 0/1), "category", "reference",
+    "split"}. `split` keeps only rows of that split (e.g. the recipe's held-out "test" rows); ids are
+    `prompts/<id>` (the eval config's benchmark label names the set in tables)."""
+
+    where = "a JSONL file you write (see the class docstring)"
+
+    def __init__(self, split: str | None = None):
+        self.split = split
+
+    def locate(self, path: Path) -> Path:
+        if path.is_file():
+            return path
+        raise DataError(path, "not a file", fix="pass the path of a JSONL file of prompts")
+
+    def parse(self, path: Path) -> list[BenchmarkItem]:
+        out = []
+        for n, row in iter_jsonl(path):
+            if self.split is not None and row.get("split") != self.split:
+                continue
+            prompt = require_field(path, row, "prompt", n)
+            label = row.get("label")
+            label = {0: "safe", 1: "unsafe"}.get(label, label) if not isinstance(label, bool) else None
+            if label not in (None, "safe", "unsafe"):
+                raise DataError(path, f"label must be safe/unsafe or 0/1 (got {row.get('label')!r})", line=n)
+            out.append(BenchmarkItem(id=f"prompts/{row.get('id', n)}", benchmark=self.name, prompt=prompt, label=label,
+                                     category=row.get("category") or row.get("kind"),
+                                     reference=row.get("reference")))
+        if not out:
+            raise DataError(path, "no prompts" + (f" in split {self.split!r}" if self.split else ""))
+        return out
+
+
 @BENCHMARKS.register("gsm8k")
 class GSM8K(Benchmark):
     files = (RemoteFile("https://raw.githubusercontent.com/openai/grade-school-math/"

@@ -61,6 +61,8 @@ class AttackSpec(StrictModel):
 
 class BenchmarkSpec(StrictModel):
     name: str = Field(min_length=1, description="A BENCHMARKS name.")
+    label: str | None = Field(None, pattern=r"^[^|]+$", description="Name of this set in records and tables; default: "
+                                                                  "name. Needed for two sets of one loader (prompts).")
     path: str | None = Field(None, description="File, folder or data root; None: download the canonical copy.")
     limit: int | None = Field(None, ge=0, description="A seeded random subset of this many items.")
     seed: int = 0
@@ -68,6 +70,10 @@ class BenchmarkSpec(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict, description="Loader options, e.g. fix_targets: false.")
     attacks: list[str] | None = Field(None, description="Attack labels to run here; None: all, except 'direct' only "
                                                         f"for {', '.join(sorted(CLEAN_ONLY))}.")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
 
 class JudgeSpec(StrictModel):
@@ -104,7 +110,7 @@ class EvalConfig(StrictModel):
     def _unique(self) -> Self:
         for what, names in (("models", [m.name for m in self.models]), ("attacks", [a.key for a in self.attacks]),
                             ("judges", [j.name for j in self.judges]),
-                            ("benchmarks", [b.name for b in self.benchmarks])):
+                            ("benchmarks", [b.key for b in self.benchmarks])):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 hint = "; give them different labels" if what == "attacks" else ""
@@ -113,10 +119,10 @@ class EvalConfig(StrictModel):
         for b in self.benchmarks:
             unknown = sorted(set(b.attacks or ()) - labels)
             if unknown:
-                raise ValueError(f"benchmarks.{b.name}.attacks: {unknown} not among the attacks; "
+                raise ValueError(f"benchmarks.{b.key}.attacks: {unknown} not among the attacks; "
                                  f"valid: {', '.join(sorted(labels))}")
         if self.probing is not None and self.probing.benchmark is not None:
-            if self.probing.benchmark not in {b.name for b in self.benchmarks}:
+            if self.probing.benchmark not in {b.key for b in self.benchmarks}:
                 raise ValueError(f"probing.benchmark: {self.probing.benchmark!r} is not one of the benchmarks")
         return self
 
@@ -128,5 +134,5 @@ class EvalConfig(StrictModel):
         """The attacks that run on `bench` (a 'direct' entry is made up when a clean-only set needs it)."""
         by_key = {a.key: a for a in self.attacks}
         wanted = bench.attacks if bench.attacks is not None else (
-            ["direct"] if bench.name in CLEAN_ONLY else list(by_key))
+            ["direct"] if bench.name in CLEAN_ONLY or bench.name == "prompts" else list(by_key))
         return [by_key.get(k, AttackSpec(name="direct")) for k in wanted]

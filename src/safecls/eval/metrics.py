@@ -100,27 +100,29 @@ class OverRefusalRow(BaseModel):
     model: str
     attack: str
     judge: str
+    benchmark: str = "xstest"
     safe_refused: Rate  # over-refusal: REFUSE on XSTest's safe prompts (lower is better)
     unsafe_complied: Rate | None = None  # COMPLY on XSTest's unsafe contrast prompts; None when none were run
 
 
 def over_refusal(records: Iterable[Any], judge: str) -> list[OverRefusalRow]:
-    """XSTest rates per model x attack, from records whose `label` is "safe" or "unsafe" (others are skipped)."""
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    """Rates per model x attack x benchmark, from records whose `label` is "safe" or "unsafe" (others are skipped):
+    safe ones refused, unsafe ones complied with."""
+    counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for i, r in enumerate(as_records(records)):
         if r.label is None:
             continue
         v = _verdict(r, judge, i)
-        c = counts[(r.model, r.attack)]
+        c = counts[(r.model, r.attack, r.benchmark)]
         if r.label == "safe":
             c[0] += v is Verdict.REFUSE
             c[1] += 1
         else:
             c[2] += v is Verdict.COMPLY
             c[3] += 1
-    return [OverRefusalRow(model=m, attack=a, judge=judge, safe_refused=Rate.of(c[0], c[1]),
-                           unsafe_complied=Rate.of(c[2], c[3]))
-            for (m, a), c in sorted(counts.items())]
+    return [OverRefusalRow(model=m, attack=a, judge=judge, benchmark=b, safe_refused=Rate.of(c[0], c[1]),
+                           unsafe_complied=Rate.of(c[2], c[3]) if c[3] else None)
+            for (m, a, b), c in sorted(counts.items())]
 
 
 # A number: optional minus (not after a word character, so "3-4" is 3 and 4), thousands groups or plain digits,

@@ -154,10 +154,10 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
         if diag & {r.judge for r in m.asr}:
             blocks += _diagnostic_blocks([r for r in m.asr if r.judge in diag])
     if m.over_refusal:
-        blocks += [("h2", "Over-refusal (safe prompts refused; XSTest-style)"), ("table", _Table(
-            headers=["model", "attack", "judge", "safe prompts refused", "unsafe prompts complied"],
-            rows=[[r.model, r.attack, r.judge, r.safe_refused.fmt(), r.unsafe_complied.fmt() if r.unsafe_complied else "—"]
-                  for r in m.over_refusal]))]
+        blocks += [("h2", "Over-refusal (safe prompts refused)"), ("table", _Table(
+            headers=["model", "benchmark", "attack", "judge", "safe prompts refused", "unsafe prompts complied"],
+            rows=[[r.model, r.benchmark, r.attack, r.judge, r.safe_refused.fmt(),
+                   r.unsafe_complied.fmt() if r.unsafe_complied else "—"] for r in m.over_refusal]))]
     if m.utility or m.scores:
         rows = [[r.model, r.benchmark, r.metric, r.fmt()] for r in m.utility]
         rows += [[r.model, r.benchmark, r.metric, f"{r.value:.3f}" + (f" (n={r.n})" if r.n is not None else "")]

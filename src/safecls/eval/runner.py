@@ -147,15 +147,15 @@ def plan(cfg: EvalConfig) -> Plan:
         if b.name not in BENCHMARKS:
             continue
         try:
-            data[b.name] = load_benchmark(b.name, b.path, limit=b.limit, seed=b.seed, categories=b.categories,
-                                          **b.options)
+            items = load_benchmark(b.name, b.path, limit=b.limit, seed=b.seed, categories=b.categories, **b.options)
+            data[b.key] = [it.model_copy(update={"benchmark": b.key}) for it in items] if b.label else items
         except (DataError, ConfigError) as e:
-            problems.append(f"benchmarks.{b.name}: {e}")
+            problems.append(f"benchmarks.{b.key}: {e}")
     cells = []
     for b in cfg.benchmarks:
-        if b.name not in data:
+        if b.key not in data:
             continue
-        items = [_to_attack_item(it) for it in data[b.name]]
+        items = [_to_attack_item(it) for it in data[b.key]]
         for aspec in cfg.attacks_for(b):
             attack = attacks.get(aspec.key) or (make_attack(aspec) if aspec.name == "direct" else None)
             if attack is None:
@@ -165,8 +165,8 @@ def plan(cfg: EvalConfig) -> Plan:
             except ConfigError as e:
                 problems.append(f"attacks.{aspec.key}: {e}")
                 continue
-            problems += [f"benchmarks.{b.name} x attacks.{aspec.key}: {p}" for p in attack.check_items(items, acfg)]
-            cells += [(m.name, b.name, aspec.key, len(items)) for m in cfg.models]
+            problems += [f"benchmarks.{b.key} x attacks.{aspec.key}: {p}" for p in attack.check_items(items, acfg)]
+            cells += [(m.name, b.key, aspec.key, len(items)) for m in cfg.models]
     return Plan(cells, list(dict.fromkeys(problems)), data)
 
 
@@ -323,11 +323,11 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
             schedules[mspec.name] = mspec.decode.schedule if target.safecls_model is not None else "none"
             writer = _Writer(log, judges, tok, cfg.batch_size, None if max_records is None else max_records, bar)
             for bspec in cfg.benchmarks:
-                _run_benchmark(cfg, mspec, bspec, _shard(data[bspec.name], dist), attacks, target, tok, writer, done)
+                _run_benchmark(cfg, mspec, bspec, _shard(data[bspec.key], dist), attacks, target, tok, writer, done)
             writer.flush()
             max_records = None if max_records is None else max_records - writer.written
             if cfg.probing is not None and dist.rank == 0 and mspec.name not in {c.model for c in probing}:
-                bname = cfg.probing.benchmark or cfg.benchmarks[0].name
+                bname = cfg.probing.benchmark or cfg.benchmarks[0].key
                 probing += probe_curves(model, data[bname], cfg.probing, name=mspec.name, tokenizer=tok,
                                         decode=mspec.decode, batch_size=cfg.batch_size)
                 atomic_write_json(probing_path, [c.model_dump() for c in probing])
@@ -373,7 +373,7 @@ def _run_benchmark(cfg: EvalConfig, mspec: ModelSpec, bspec: BenchmarkSpec, item
         for s in range(mspec.samples):
             acfg = attack_config(attack, aspec, mspec, cfg.seed + s)
             t0 = time.perf_counter()
-            for ar in attack.attack(target, aitems, acfg, done.attack_keys(mspec.name, aspec.key, bspec.name, s)):
+            for ar in attack.attack(target, aitems, acfg, done.attack_keys(mspec.name, aspec.key, bspec.key, s)):
                 rec = _eval_record(ar, by_id[ar.prompt_id], mspec.name, aspec.key, s, tok, time.perf_counter() - t0)
                 if rec.key not in done.keys:
                     done.add(rec)
