@@ -68,11 +68,11 @@ class Calibration(BaseModel):
     n_harmful: int
     curve: list[CurvePoint]
     trials: list[Trial]
-    decode: dict[str, Any] = Field(description="The decode settings it was calibrated for.")
+    calibrated_for: dict[str, Any] = Field(description="The decode settings it was calibrated for.")
 
     def for_checkpoint(self) -> dict[str, Any]:
-        return {"decode": {"threshold": self.threshold, "tau": self.tau}, **self.model_dump(exclude={"curve"}),
-                "curve": [p.model_dump() for p in self.curve]}
+        """calibration.json: the decode defaults it chose, then everything measured."""
+        return {"decode": {"threshold": self.threshold, "tau": self.tau}, **self.model_dump()}
 
 
 def request_curve(p_benign: Sequence[float], p_harmful: Sequence[float], grid: int) -> list[CurvePoint]:
@@ -128,4 +128,4 @@ def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config:
                        target=cfg.max_benign_flagged, benign_flagged=chosen.rate,
                        harmful_missed=point.harmful_missed if point else sum(x <= chosen.threshold for x in ph) / max(1, len(ph)),
                        n_benign=len(pb), n_harmful=len(ph), curve=curve, trials=trials,
-                       decode=cfg.decode.model_dump(exclude={"threshold", "tau"}))
+                       calibrated_for=cfg.decode.model_dump(exclude={"threshold", "tau"}))

@@ -100,3 +100,65 @@ class Probe:
         X = torch.tensor((x - self.mu) / self.sd, dtype=torch.float32)
         with torch.no_grad():
             return torch.sigmoid(X @ self.w + self.b).tolist()
+
+
+class HeadStudy(BaseModel):
+    """The head's scores on held-out sets (AUC, and what its threshold flags), and by kind on (prompt, response)."""
+
+    model: str
+    threshold: float
+    sets: list[SetScore]
+    pairs: list[SetScore]  # by kind: P(malicious) of a read over (prompt, response), vs the benign answers
+
+
+def request_sets(examples: Sequence[dict], xstest: Sequence[Any], advbench: Sequence[Any]) -> dict[str, tuple[list, list]]:
+    """{name: (positive prompts, negative prompts)} held out of every choice."""
+    test = [e for e in examples if e["split"] == "test"]
+    harmful = [e["prompt"] for e in test if e["label"] == 1]
+    benign = [e["prompt"] for e in test if e["label"] == 0]
+    return {
+        "held-out harmful vs benign requests": (harmful, benign),
+        "held-out contrast pairs (unsafe vs safe twin)": ([e["prompt"] for e in test if e["kind"] == "contrast-unsafe"],
+                                                          [e["prompt"] for e in test if e["kind"] == "contrast-safe"]),
+        "XSTest unsafe vs safe": ([x.prompt for x in xstest if x.label == "unsafe"],
+                                  [x.prompt for x in xstest if x.label == "safe"]),
+        "AdvBench vs held-out benign": ([x.prompt for x in advbench], benign),
+    }
+
+
+def pair_sets(pretrain_test: Sequence[dict]) -> dict[str, tuple[list, list]]:
+    """{kind: (harmful (prompt, reply) pairs, benign answer pairs)} from the pretrain corpus's held-out chat records."""
+    def pairs(kind: str, label: int) -> list[tuple[str, str]]:
+        return [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in pretrain_test
+                if "messages" in r and r["source"] == kind and r["label"] == label]
+
+    benign = pairs("answer", 0)
+    return {kind: (pairs(kind, 1), benign) for kind in ("completion", "nested")}
+
+
+def head_study(name: str, model: Any, threshold: float, sets: dict[str, tuple[list, list]],
+               pairs: dict[str, tuple[list, list]]) -> HeadStudy:
+    scores = []
+    for set_name, (pos, neg) in sets.items():
+        p = model.classify(pos + neg)
+        scores.append(score_set(set_name, p[: len(pos)], p[len(pos):], threshold))
+    by_kind = []
+    for kind, (pos, neg) in pairs.items():
+        for read_prompt in (True, False):
+            items = pos + neg
+            p = model.classify([a for a, _ in items], [b for _, b in items], read_prompt=read_prompt)
+            label = f"{kind} vs benign answers ({'prompt + reply' if read_prompt else 'reply alone'})"
+            by_kind.append(score_set(label, p[: len(pos)], p[len(pos):], threshold))
+    return HeadStudy(model=name, threshold=threshold, sets=scores, pairs=by_kind)
+
+
+def probe_study(base: Any, tokenizer: Any, train: tuple[list, list], sets: dict[str, tuple[list, list]]) -> HeadStudy:
+    """The floor: a logistic probe on the frozen base model's hidden states, fit on the recipe's training requests."""
+    pos, neg = train
+    x = base_features(base, tokenizer, pos + neg)
+    probe = Probe().fit(x, [1] * len(pos) + [0] * len(neg))
+    scores = []
+    for set_name, (p_items, n_items) in sets.items():
+        p = probe.predict(base_features(base, tokenizer, p_items + n_items))
+        scores.append(score_set(set_name, p[: len(p_items)], p[len(p_items):], 0.5))
+    return HeadStudy(model="frozen-base probe", threshold=0.5, sets=scores, pairs=[])

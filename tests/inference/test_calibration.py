@@ -1,0 +1,50 @@
+"""`calibrate` on a tiny model whose head and reads are scripted: the lowest threshold whose benign flags (at the
+start and mid-reply) stay within the target wins, then the most reactive tau that still does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safecls.inference import Engine
+from safecls.inference.calibration import CalibrationConfig, calibrate, request_curve
+from safecls.model import SafeClsModel
+from tests.inference.scripted import ScriptedHead
+from tests.tiny import tiny_model
+
+
+def test_request_curve_by_hand():
+    curve = request_curve([0.1, 0.2, 0.9], [0.4, 0.95], grid=3)  # thresholds 0.25, 0.5, 0.75
+    assert [(c.threshold, c.benign_flagged, c.harmful_missed) for c in curve] == [
+        (0.25, pytest.approx(1 / 3), 0.0), (0.5, pytest.approx(1 / 3), 0.5), (0.75, pytest.approx(1 / 3), 0.5)]
+
+
+@pytest.fixture
+def model():
+    return SafeClsModel.from_base(*tiny_model("llama"))
+
+
+def test_the_lowest_threshold_within_the_target_wins_then_the_most_reactive_tau(model, monkeypatch, tmp_path):
+    benign = [f"benign request {i}" for i in range(20)]
+    harmful = [f"harmful request {i}" for i in range(10)]
+    p0 = {**{b: 0.05 * (i % 10) for i, b in enumerate(benign)}, **{h: 0.97 for h in harmful}}  # benign max 0.45
+    monkeypatch.setattr(model, "classify", lambda prompts, batch_size=16: [p0[p] for p in prompts])
+    eng = Engine(model)
+    # mid-reply reads: P = 0.42 on every read. Above a threshold below 0.42 every benign reply gets flagged.
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.42]))
+    cfg = CalibrationConfig(max_benign_flagged=0.1, taus=[1, 3], candidates=10, grid=19,
+                            decode={"max_new_tokens": 6, "min_new_tokens": 6, "schedule": "every"})
+    cal = calibrate(model, benign + harmful, [0] * 20 + [1] * 10, cfg, engine=eng)
+    # at 0.40: 2 benign flagged at the start (0.45 twice) = 10%, but every reply is flagged mid-reply (0.42 > 0.40)
+    # at 0.45: none at the start, and 0.42 reads never trigger: 0%; tau 1 then keeps it at 0%
+    assert cal.met_target and cal.threshold == pytest.approx(0.45) and cal.tau == 1
+    assert [(t.threshold, t.tau) for t in cal.trials][:2] == [(pytest.approx(0.40), 3), (pytest.approx(0.45), 3)]
+    assert cal.trials[0].flagged_mid_reply == 18 and cal.harmful_missed == 0.0
+    saved = cal.for_checkpoint()
+    assert saved["decode"] == {"threshold": cal.threshold, "tau": 1}
+    model.calibration = json.loads(json.dumps(saved))
+    model.save_pretrained(tmp_path / "ck")
+    loaded = SafeClsModel.from_pretrained(tmp_path / "ck")
+    assert loaded.calibrated == {"threshold": cal.threshold, "tau": 1}
+    assert Engine(loaded).resolve([cfg.decode])[0].threshold == cal.threshold  # unset -> the calibrated value
