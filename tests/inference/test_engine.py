@@ -65,16 +65,21 @@ def test_fused_equals_separate_pass():
         assert a.trace.p_malicious == pytest.approx(b.trace.p_malicious, abs=1e-4)  # fp32 summation order
 
 
-def test_full_span_read_equals_classify_of_the_pair():
+@pytest.mark.parametrize("read_prompt", [True, False])
+def test_full_span_read_equals_classify_of_the_pair(read_prompt):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     n = 6
-    cfg = DecodeConfig(max_new_tokens=n, policy="medium", schedule="every", threshold=0.99, r2=100)
+    cfg = DecodeConfig(max_new_tokens=n, min_new_tokens=n, policy="medium", schedule="every", threshold=0.99, r2=100,
+                       read_prompt=read_prompt)
     res = Engine(model).generate([PROMPTS[0]], cfg)[0]
     ids = res.token_ids
-    # the engine's last read covers the prompt and every generated token, as classify(prompt, response) does
-    want = model.classify([PROMPTS[0]], [model.tokenizer.decode(ids)])[0]
-    if model.tokenizer(model.tokenizer.decode(ids), add_special_tokens=False)["input_ids"] == ids:
-        assert res.trace.p_malicious[-1] == pytest.approx(want, abs=1e-5)
+    # the engine's last read covers (the prompt and) every generated token, as classify(prompt, response) does
+    text = model.tokenizer.decode(ids)
+    assert model.tokenizer(text, add_special_tokens=False)["input_ids"] == ids
+    want = model.classify([PROMPTS[0]], [text], read_prompt=read_prompt)[0]
+    assert res.trace.p_malicious[-1] == pytest.approx(want, abs=1e-5)
+    other = model.classify([PROMPTS[0]], [text], read_prompt=not read_prompt)[0]
+    assert abs(other - want) > 1e-6  # the setting changes what the read sees
 
 
 class _Scripted:

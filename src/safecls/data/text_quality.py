@@ -17,9 +17,9 @@ LOOP_N = 6
 
 
 def _words(text: str) -> list[tuple[str, int]]:
-    """(lower-cased word, end offset) pairs; bare numbers are left out, so a numbered list that repeats its items
+    """(lower-cased word, start offset) pairs; bare numbers are left out, so a numbered list that repeats its items
     ("1. X 2. X 3. X") is a loop."""
-    return [(m.group(0).lower(), m.end()) for m in _WORD.finditer(text) if not m.group(0).isdigit()]
+    return [(m.group(0).lower(), m.start()) for m in _WORD.finditer(text) if not m.group(0).isdigit()]
 
 
 def first_repeat(text: str, n: int = LOOP_N) -> int | None:
@@ -29,7 +29,7 @@ def first_repeat(text: str, n: int = LOOP_N) -> int | None:
     for i in range(len(ws) - n + 1):
         gram = tuple(w for w, _ in ws[i:i + n])
         if gram in seen:
-            return ws[i - 1][1] if i else 0
+            return ws[i][1]
         seen.add(gram)
     return None
 
@@ -40,8 +40,8 @@ def loop_free(text: str, n: int = LOOP_N) -> bool:
 
 def sentence_ends(text: str) -> list[int]:
     """Offsets just past each sentence end (., !, ?, : with closing quotes/brackets, or a newline)."""
-    return [m.end() for m in _SENTENCE_END.finditer(text)] + ([len(text)] if re.search(r"[.!?][\"')\]]*\s*$", text)
-                                                               else [])
+    end = re.search(r"(?<=[^\d\s])[.!?][\"')\]]*\s*$", text)
+    return [m.end() for m in _SENTENCE_END.finditer(text)] + ([len(text)] if end else [])
 
 
 def cut_at_sentence(text: str) -> str:
