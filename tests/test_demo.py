@@ -1,4 +1,4 @@
-"""The main job end to end on a tiny random model (the real run is `safecls demo`; see docs/RESULTS.md)."""
+"""The main job end to end on a tiny model (the real run is `safecls demo` on the shipped model; docs/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -7,40 +7,45 @@ import json
 import pytest
 
 from safecls.demo import DemoConfig, run_demo, summary_table
+from safecls.model import SafeClsModel, load_base
 from tests.tiny import tiny_model
-
-SMALL = dict(n_per_label=6, eval_limit=3, max_steps=2, batch_size=4, max_new_tokens=6, max_length=96)
 
 
 @pytest.fixture()
-def tiny_dir(tmp_path):
+def tiny_ckpt(tmp_path):
     model, tok = tiny_model("llama")
-    d = tmp_path / "base"
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    SafeClsModel.from_base(*load_base(tmp_path / "base")).save_pretrained(tmp_path / "ck")
+    return tmp_path
 
 
 def _check(out):
     metrics = json.loads((out / "metrics.json").read_text())
     cells = {(a["model"], a["attack"]) for a in metrics["asr"]}
-    assert cells == {(m, a) for m in ("base", "plain-sft", "safecls") for a in ("direct", "prefill", "decoding")}
+    assert cells == {(m, a) for m in ("base", "safecls") for a in ("direct", "prefill", "decoding")}
     assert all(0 <= a["lo"] <= a["rate"] <= a["hi"] <= 1 for a in metrics["asr"])
-    assert {o["model"] for o in metrics["over_refusal"]} == {"base", "plain-sft", "safecls"}
+    assert {(o["model"], o["benchmark"]) for o in metrics["over_refusal"]} == {
+        (m, b) for m in ("base", "safecls") for b in ("safe-but-scary", "benign")}
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "safecls" in html
+    assert "data:image/png;base64," in html and "corrected" in html
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert {r["attack"] for r in records} == {"direct", "prefill", "decoding"}
-    assert all(r["prefill"] for r in records if r["attack"] == "prefill")
-    assert "plain-sft" in summary_table(metrics)
+    assert all(r["prefill"].startswith("Sure, here is") for r in records if r["attack"] == "prefill")
+    assert {r["benchmark"] for r in records if r["attack"] != "direct"} == {"harmful"}  # clean sets: direct only
+    table = summary_table(metrics)
+    assert "safecls" in table and "benign" in table
 
 
-def test_demo_runs_offline_on_the_starter_set(tiny_dir, tmp_path):
-    _check(run_demo(DemoConfig(model=str(tiny_dir), out=str(tmp_path / "run"), **SMALL)))
+def test_demo_runs_offline_on_the_starter_set(tiny_ckpt, tmp_path):
+    cfg = DemoConfig(model=str(tiny_ckpt / "ck"), baseline=f"plain:{tiny_ckpt / 'base'}", out=str(tmp_path / "run"),
+                     n=3, max_new_tokens=6)
+    _check(run_demo(cfg))
 
 
-def test_demo_uses_shared_data_when_given(tiny_dir, tmp_path, shared_data):
-    out = run_demo(DemoConfig(model=str(tiny_dir), out=str(tmp_path / "run"), data_dir=str(shared_data), **SMALL))
+def test_demo_uses_shared_data_when_given(tiny_ckpt, tmp_path, shared_data):
+    cfg = DemoConfig(model=str(tiny_ckpt / "ck"), baseline=f"plain:{tiny_ckpt / 'base'}", out=str(tmp_path / "run"),
+                     n=3, max_new_tokens=6, data_dir=str(shared_data))
+    out = run_demo(cfg)
     _check(out)
-    ids = {json.loads(line)["id"] for line in (out / "records.jsonl").read_text().splitlines()}
-    assert all(i.startswith("advbench/") for i in ids)
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert any(r["item_id"].startswith("prompts/advbench/") for r in records)

@@ -30,7 +30,8 @@ class PrefillConfig(StrictModel):
         "auto", description="auto: the item's harmful_prefix, else responses_file, else generated. "
         "target: the item's target string is the whole prefill.")
     responses_file: Path | None = Field(None, description="HEx-PHI harmful-prefix JSONL/CSV (request + harmful reply).")
-    generator: str = Field("default", description="Complying model for generated replies (load_base name or path).")
+    generator: str = Field("base", description="Complying model that writes the harmful replies (a --model reference: "
+                                               "base = the embedded SmolLM2, which refuses almost nothing).")
     generator_max_new_tokens: int = Field(64, gt=0)
     cache_dir: Path | None = Field(None, description="Where generated replies are cached (default: safecls cache dir).")
     tokenizer: str | None = Field(None, description="Tokenizer that counts k for an endpoint target (default: the generator's).")
@@ -57,9 +58,8 @@ class PrefillAttack(Attack):
     def _generator_target(self, cfg: PrefillConfig) -> Any:
         if self._generator is None:
             from safecls.attacks.target import LocalTarget
-            from safecls.model.loading import load_base
 
-            self._generator = LocalTarget.plain(*load_base(cfg.generator))
+            self._generator = LocalTarget.load(cfg.generator)
         return self._generator
 
     def _tokenizer(self, target: Any, cfg: PrefillConfig) -> Any:

@@ -358,7 +358,7 @@ def gsm8k_reference(answer: str) -> str | None:
 @BENCHMARKS.register("prompts")
 class Prompts(Benchmark):
     """Any JSONL of prompts: {"id", "prompt", optional "label" (safe/unsafe, or 0/1), "category", "reference",
-    "split"}. `split` keeps only rows of that split (e.g. the recipe's held-out "test" rows); ids are
+    "target" (an affirmative opening for prefill / GCG), "split"}. `split` keeps only rows of that split (e.g. the recipe's held-out "test" rows); ids are
     `prompts/<id>` (the eval config's benchmark label names the set in tables)."""
 
     where = "a JSONL file you write (see the class docstring)"
@@ -383,7 +383,7 @@ class Prompts(Benchmark):
                 raise DataError(path, f"label must be safe/unsafe or 0/1 (got {row.get('label')!r})", line=n)
             out.append(BenchmarkItem(id=f"prompts/{row.get('id', n)}", benchmark=self.name, prompt=prompt, label=label,
                                      category=row.get("category") or row.get("kind"),
-                                     reference=row.get("reference")))
+                                     reference=row.get("reference"), target=row.get("target")))
         if not out:
             raise DataError(path, "no prompts" + (f" in split {self.split!r}" if self.split else ""))
         return out

@@ -134,5 +134,5 @@ class EvalConfig(StrictModel):
         """The attacks that run on `bench` (a 'direct' entry is made up when a clean-only set needs it)."""
         by_key = {a.key: a for a in self.attacks}
         wanted = bench.attacks if bench.attacks is not None else (
-            ["direct"] if bench.name in CLEAN_ONLY or bench.name == "prompts" else list(by_key))
+            ["direct"] if bench.name in CLEAN_ONLY else list(by_key))
         return [by_key.get(k, AttackSpec(name="direct")) for k in wanted]

@@ -33,11 +33,21 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _all(args: argparse.Namespace) -> int:
+    from safecls.recipe.pipeline import run_recipe
+
+    final = run_recipe(args.data_dir, args.out)
+    print(f"trained and calibrated: {final}")
+    return 0
+
+
 def register(sub: Any) -> None:
     r = sub.add_parser("recipe", help="build the data of the shipped model's recipe (answers, labels, splits)")
     rs = r.add_subparsers(dest="recipe_command", metavar="STEP", required=True)
     for name, func, text in (("answers", _answers, "the base model's own answers to every pool prompt (cached)"),
-                             ("data", _data, "examples, splits and the SFT / Qi / pretrain files (runs answers first)")):
+                             ("data", _data, "examples, splits and the SFT / Qi / pretrain files (runs answers first)"),
+                             ("all", _all, "answers, data, pretrain and sft stages, calibration: the shipped model "
+                                           "from scratch (hours on a CPU; every step resumes)")):
         p = rs.add_parser(name, help=text)
         p.add_argument("--data-dir", default="../shared/data", help="the shared/data-style folder")
         p.add_argument("--out", default="runs/recipe", help="where answers and data/ go")

@@ -4,6 +4,7 @@
   own answer). plain SFT, safecls SFT-only and safecls pretrain + SFT all train on sft_train.jsonl.
 - sft_train_qi.jsonl: the same plus Qi et al. (2024) recovery copies of half the harmful training requests: the first
   1-25 words of the base model's own harmful answer, then the same refusal (the prefix is context, not a target).
+- heldout_benign.jsonl: the test split's benign requests, for the study (`prompts` benchmark; over-refusal, NLL).
 - pretrain_{train,test}.jsonl: labelled texts the [CLS] reads whole in the pretrain stage, by kind (`source`):
   answer (benign request + answer, 0), completion (harmful request + the base model's compliant answer, 1),
   nested (a benign task around a harmful request; the reply starts benign and continues harmfully, 1), window
@@ -117,6 +118,11 @@ def write_datasets(examples: list[Example], out_dir: str | Path, stats: dict, se
         paths[f"pretrain_{split}"] = out / f"pretrain_{split}.jsonl"
         atomic_write(paths[f"pretrain_{split}"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
         counts[f"pretrain_{split}"] = dict(Counter(f"{r['source']}/{r['label']}" for r in recs))
+    # the study's held-out benign requests (over-refusal, NLL against the datasets' own answers): the `prompts` benchmark
+    paths["heldout_benign"] = out / "heldout_benign.jsonl"
+    atomic_write(paths["heldout_benign"], "".join(
+        json.dumps({"id": e.id, "prompt": e.prompt, "label": "safe", "kind": e.kind, "reference": e.reference},
+                   ensure_ascii=False) + "\n" for e in examples if e.split == "test" and e.label == 0))
     paths["examples"] = out / "examples.jsonl"
     atomic_write(paths["examples"], "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in examples))
     counts.update({f"sft_{s}": dict(Counter(f"{e.kind}/{e.label}" for e in examples if e.split == s))
