@@ -19,6 +19,7 @@ ROOMS = (
     "safecls.recipe.commands",  # recipe
     "safecls.serve.commands",  # serve
     "safecls.demo",  # demo
+    "safecls.study.commands",  # study
     "safecls.data.commands",  # data
 )
 

@@ -8,6 +8,7 @@ chunks that 1 process x grad_accum 2 sees. Only the main process writes files.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -317,6 +318,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if eval_items:
         result.eval = _evaluate(objective, model, eval_items, cfg, accelerator.device)
         logger.info("eval: %s", result.eval)
+        if main:
+            atomic_write(out_dir / "eval.json", json.dumps({"step": result.steps, **result.eval}, indent=1) + "\n")
     accelerator.wait_for_everyone()
     final = _final_model(accelerator, objective, model, cfg)
     if main:

@@ -1,0 +1,152 @@
+"""`safecls study head|utility|collect|report`: the measurements beside the attack tables, the committed run folders
+(study/), and docs/RESULTS.md made from them.
+
+    safecls study head    --model safecls=default --model sft-only=runs/recipe/sft-only/final   -> study/head.json
+    safecls study utility --model base=base --model safecls=default ...                         -> study/utility.json
+    safecls study collect                      # runs/recipe and runs/study -> study/ (configs, metrics, records.gz)
+    safecls study report                       # study/ -> docs/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safecls.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+STUDY = Path("study")
+
+
+def _models(specs: list[str]) -> list[tuple[str, str]]:
+    from safecls.errors import ConfigError
+
+    out = []
+    for s in specs:
+        name, sep, ref = s.partition("=")
+        if not sep or not name or not ref:
+            raise ConfigError(f"--model {s!r}: expected NAME=REF (e.g. safecls=default). Fix: name each model")
+        out.append((name, ref))
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    from safecls.data.files import iter_jsonl
+
+    return [row for _, row in iter_jsonl(path)]
+
+
+def _head(args: argparse.Namespace) -> int:
+    from safecls.data.benchmarks import load_benchmark
+    from safecls.inference.config import DecodeConfig
+    from safecls.inference.engine import Engine
+    from safecls.model.resolve import resolve_model
+    from safecls.study.head import head_study, pair_sets, probe_study, request_sets
+
+    recipe = Path(args.recipe)
+    examples = _read_jsonl(recipe / "data" / "examples.jsonl")
+    sets = request_sets(examples, load_benchmark("xstest", args.data_dir), load_benchmark("advbench", args.data_dir))
+    pairs = pair_sets(_read_jsonl(recipe / "data" / "pretrain_test.jsonl"))
+    out = []
+    for name, ref in _models(args.model):
+        r = resolve_model(ref)
+        threshold = Engine(r.model).resolve([DecodeConfig()])[0].threshold
+        logger.info("head study: %s (threshold %.3f)", name, threshold)
+        out.append(head_study(name, r.model, threshold, sets, pairs).model_dump())
+    if args.probe:
+        base = resolve_model("base")
+        train = [e for e in examples if e["split"] == "train"]
+        logger.info("head study: the frozen-base probe floor")
+        out.append(probe_study(base.model, base.tokenizer, ([e["prompt"] for e in train if e["label"] == 1],
+                                                            [e["prompt"] for e in train if e["label"] == 0]),
+                               sets).model_dump())
+    atomic_write(Path(args.out), json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+def _utility(args: argparse.Namespace) -> int:
+    from safecls.model.resolve import resolve_model
+    from safecls.study.utility import reference_nll
+
+    rows = [r for r in _read_jsonl(Path(args.recipe) / "data" / "heldout_benign.jsonl") if r.get("reference")]
+    out = {}
+    for name, ref in _models(args.model):
+        r = resolve_model(ref)
+        nll = reference_nll(r.model, r.tokenizer, [x["prompt"] for x in rows], [x["reference"] for x in rows])
+        logger.info("utility: %s NLL %.4f over %d tokens", name, nll.mean, nll.tokens)
+        out[name] = nll.model_dump()
+    atomic_write(Path(args.out), json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+def collect(runs: Path = Path("runs"), study: Path = STUDY) -> list[Path]:
+    """Copy what a reader needs of each training and study run into study/: configs, metrics, held-out eval,
+    calibration, and per-prompt records (gzip). Weights stay out."""
+    written = []
+    for run in sorted((runs / "recipe").glob("*/config.yaml")):
+        d = run.parent
+        dest = study / "train" / d.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "metrics.jsonl", "eval.json"):
+            if (d / name).is_file():
+                shutil.copy2(d / name, dest / name)
+        if (d / "final" / "calibration.json").is_file():
+            shutil.copy2(d / "final" / "calibration.json", dest / "calibration.json")
+        written.append(dest)
+    if (runs / "recipe" / "data" / "manifest.json").is_file():
+        (study / "data").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(runs / "recipe" / "data" / "manifest.json", study / "data" / "manifest.json")
+    for metrics in sorted((runs / "study").glob("*/metrics.json")):
+        d = metrics.parent
+        dest = study / "eval" / d.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "metrics.json", "probing.json"):
+            if (d / name).is_file():
+                shutil.copy2(d / name, dest / name)
+        with (d / "records.jsonl").open("rb") as src, (dest / "records.jsonl.gz").open("wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as g:  # the same bytes on every run
+            shutil.copyfileobj(src, g)
+        written.append(dest)
+    return written
+
+
+def _collect(args: argparse.Namespace) -> int:
+    for d in collect(Path(args.runs), Path(args.study)):
+        print(d)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from safecls.study.results import write_results
+
+    print(write_results(Path(args.study), Path(args.out)))
+    return 0
+
+
+def register(sub: Any) -> None:
+    st = sub.add_parser("study", help="the study's measurements, its committed run folders, and docs/RESULTS.md")
+    ss = st.add_subparsers(dest="study_command", metavar="STEP", required=True)
+    h = ss.add_parser("head", help="head AUCs on held-out sets and (prompt, response) pairs; the frozen-base probe")
+    u = ss.add_parser("utility", help="NLL of held-out benign reference answers per model")
+    for p, out in ((h, "study/head.json"), (u, "study/utility.json")):
+        p.add_argument("--model", action="append", default=[], metavar="NAME=REF", help="a model to measure")
+        p.add_argument("--recipe", default="runs/recipe", help="the recipe's folder (its data/ holds the splits)")
+        p.add_argument("--data-dir", default="../shared/data")
+        p.add_argument("--out", default=out)
+    h.add_argument("--probe", action="store_true", help="also fit the frozen-base logistic probe (the floor)")
+    h.set_defaults(func=_head)
+    u.set_defaults(func=_utility)
+    c = ss.add_parser("collect", help="copy run configs, metrics and gzipped records into study/")
+    c.add_argument("--runs", default="runs")
+    c.add_argument("--study", default="study")
+    c.set_defaults(func=_collect)
+    r = ss.add_parser("report", help="write docs/RESULTS.md from study/")
+    r.add_argument("--study", default="study")
+    r.add_argument("--out", default="docs/RESULTS.md")
+    r.set_defaults(func=_report)
