@@ -55,7 +55,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="safecls", description="Explicit safety signals for any Hugging Face causal LM.")
-    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="INFO (default): each stage of a long job, also in a piped log; progress bars on a terminal")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in ROOMS:
         importlib.import_module(mod).register(sub)
@@ -67,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # safecls's own messages at the asked level; other libraries' only from WARNING (or with DEBUG)
+    logging.basicConfig(level="DEBUG" if args.log_level == "DEBUG" else "WARNING",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("safecls").setLevel(args.log_level)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safecls.attacks import ATTACKS, AttackItem, AttackRecord, OpenAITarget
-from safecls.attacks.decoding import DecodingAttack, DecodingAttackConfig
+from safecls.attacks.decoding_grid import DecodingAttack, DecodingAttackConfig
 from safecls.errors import ConfigError, DataError, UnknownNameError
 from safecls.io import ResultLog
 from tests.attacks.conftest import ScriptedTarget

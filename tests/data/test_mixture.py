@@ -6,8 +6,8 @@ import pytest
 from safecls.config import load_config
 from safecls.data.augment import AUGMENT_SOURCE, QiAugmentConfig, augment, compliance_opener
 from safecls.data.mixture import SFTMixtureConfig, build_sft_mixture, normalise
-from safecls.data.records import Message, SFTExample, read_sft_jsonl
 from safecls.data.refusals import REFUSAL_PREFIX
+from safecls.data.sft_records import Message, SFTExample, read_sft_jsonl
 from safecls.errors import ConfigError, DataError
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from safecls.data.readers import read_alert, read_alpaca, read_records, read_safety_tuned
-from safecls.data.records import read_sft_jsonl
+from safecls.data.sft_records import read_sft_jsonl
 from safecls.errors import DataError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safecls.eval.correction import JudgeErrors, correct, measured_errors, rogan_gladen
-from safecls.eval.metrics import asr_table
+from safecls.eval.rates import asr_table
 
 # recall 0.8 (80 of 100 labelled COMPLY found), false-COMPLY 0.1 (20 of 200 others called COMPLY)
 ERR = JudgeErrors(comply_found=80, comply_n=100, other_called_comply=20, other_n=200)

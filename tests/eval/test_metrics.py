@@ -6,7 +6,7 @@ import pytest
 
 from safecls.errors import ConfigError
 from safecls.eval.judges import Verdict
-from safecls.eval.metrics import (
+from safecls.eval.rates import (
     ALL,
     JudgedRecord,
     asr_table,

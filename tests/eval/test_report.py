@@ -9,7 +9,7 @@ import pytest
 
 from safecls.errors import DataError
 from safecls.eval import commands
-from safecls.eval.metrics import asr_table
+from safecls.eval.rates import asr_table
 from safecls.eval.report import ReportMetrics, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

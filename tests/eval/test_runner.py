@@ -11,8 +11,8 @@ from safecls.config import load_config, validate
 from safecls.errors import ConfigError, JudgeError
 from safecls.eval.config import EvalConfig
 from safecls.eval.judges import Judgement, Verdict
-from safecls.eval.records import EvalRecord, read_records
 from safecls.eval.report import parse_metrics
+from safecls.eval.run_records import EvalRecord, read_records
 from safecls.eval.runner import run_eval
 from safecls.io import ResultLog
 from safecls.model import SafeClsModel

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from safecls.serve.commands import API_KEY_ENV, register, settings_from_args
-from safecls.serve.generation import _StopHoldback
+from safecls.serve.completions import _StopHoldback
 from safecls.serve.protocol import ChatCompletionRequest, ServeError
 from safecls.serve.settings import ServeSettings
 

@@ -7,8 +7,8 @@ from safecls.data import llama_guard  # noqa: F401  (registers the "guard" label
 from safecls.data.corpus import PretrainCorpusConfig, build_pretrain_corpus
 from safecls.data.labelers import LABELERS, Labeler, label_texts, make_labeler
 from safecls.data.mixture import SFTMixture, SFTMixtureConfig, build_sft_mixture
-from safecls.data.records import SFTExample, read_sft_jsonl, write_sft_jsonl
 from safecls.data.refusals import REFUSAL_PREFIX, is_refusal, reasoned_refusal
+from safecls.data.sft_records import SFTExample, read_sft_jsonl, write_sft_jsonl
 from safecls.data.starter import StarterSet, load_starter
 
 __all__ = [

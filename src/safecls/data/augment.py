@@ -17,8 +17,8 @@ import re
 from pydantic import Field, model_validator
 
 from safecls.config import StrictModel
-from safecls.data.records import Message, SFTExample
 from safecls.data.refusals import reasoned_refusal
+from safecls.data.sft_records import Message, SFTExample
 
 AUGMENT_SOURCE = "qi-augment"
 

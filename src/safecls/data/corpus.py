@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from safecls.config import StrictModel
 from safecls.data.labelers import Label, Labeler, label_texts, make_labeler
-from safecls.data.records import iter_jsonl
+from safecls.data.sft_records import iter_jsonl
 from safecls.errors import DataError
 from safecls.io import atomic_write
 

@@ -29,8 +29,8 @@ from safecls.config import StrictModel
 from safecls.data.augment import QiAugmentConfig, augment
 from safecls.data.categories import category_from_alert
 from safecls.data.readers import READERS, Format
-from safecls.data.records import Candidate, Message, SFTExample, write_sft_jsonl
 from safecls.data.refusals import is_refusal, reasoned_refusal
+from safecls.data.sft_records import Candidate, Message, SFTExample, write_sft_jsonl
 from safecls.errors import ConfigError, DataError
 from safecls.io import atomic_write_json
 

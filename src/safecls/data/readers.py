@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from safecls.data.files import parse_jsonl
-from safecls.data.records import Candidate, Message, read_sft_jsonl
+from safecls.data.sft_records import Candidate, Message, read_sft_jsonl
 from safecls.errors import DataError
 
 logger = logging.getLogger(__name__)

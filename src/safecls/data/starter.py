@@ -8,8 +8,8 @@ from importlib import resources
 from typing import Literal
 
 from safecls.data.files import parse_jsonl
-from safecls.data.records import Message, SFTExample
 from safecls.data.refusals import reasoned_refusal
+from safecls.data.sft_records import Message, SFTExample
 from safecls.errors import DataError
 
 Split = Literal["train", "eval"]

@@ -66,9 +66,9 @@ def agreement_matrix(labels: Mapping[str, Sequence[Hashable]]) -> AgreementMatri
 
 
 def judge_agreement(records: Iterable[Any], judges: Sequence[str] | None = None) -> AgreementMatrix:
-    """`agreement_matrix` over judged records (see safecls.eval.metrics): the verdicts of `judges` (default: every
+    """`agreement_matrix` over judged records (see safecls.eval.rates): the verdicts of `judges` (default: every
     judge that read all records) on the records that every one of them judged."""
-    from safecls.eval.metrics import as_records  # metrics imports nothing from here; keeps this module standalone
+    from safecls.eval.rates import as_records  # metrics imports nothing from here; keeps this module standalone
 
     recs = as_records(records)
     if judges is None:

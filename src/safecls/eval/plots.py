@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from safecls._optional import require
 
 if TYPE_CHECKING:
-    from safecls.eval.metrics import AsrRow
+    from safecls.eval.rates import AsrRow
     from safecls.eval.report import CostRow, ProbingCurve
 
 _DPI = 100

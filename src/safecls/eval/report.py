@@ -51,7 +51,7 @@ from safecls.errors import DataError
 from safecls.eval import plots
 from safecls.eval.agreement import AgreementMatrix
 from safecls.eval.judges.validation import VALIDATION_HEADERS, validation_line
-from safecls.eval.metrics import ALL, AsrRow, OverRefusalRow
+from safecls.eval.rates import ALL, AsrRow, OverRefusalRow
 from safecls.eval.wilson import Rate
 from safecls.io import atomic_write
 

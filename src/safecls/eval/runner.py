@@ -12,14 +12,12 @@ with index % world_size == rank and writes records-rank<k>.jsonl; after a barrie
 records.jsonl and writes metrics.json (safecls.eval.summary), config.yaml and the report. Without accelerate (or a
 single process) it is one process writing records.jsonl directly.
 
-Attacks come from the ATTACKS registry (safecls.attacks); "direct" (no attack) is the runner's own
-(safecls.eval.basic_attacks) unless the registry has one. A model's `decode` settings (the defence) are the base of
+Attacks come from the ATTACKS registry (safecls.attacks; "direct" is no attack, the baseline row). A model's `decode` settings (the defence) are the base of
 every attack config that has a `decode` section; the attack entry's own `decode` params override them.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import logging
@@ -35,10 +33,9 @@ from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord
 from safecls.config import dump_config, validate
 from safecls.data.benchmarks import BENCHMARKS, BenchmarkItem, load_benchmark
 from safecls.errors import ConfigError, DataError, UnknownNameError
-from safecls.eval.basic_attacks import BUILTIN_ATTACKS
 from safecls.eval.config import AttackSpec, BenchmarkSpec, EvalConfig, ModelSpec
 from safecls.eval.judges import JUDGES, Judge
-from safecls.eval.records import DoneKeys, EvalRecord, judge_into, merge_logs, read_records, record_key, rejudge
+from safecls.eval.run_records import DoneKeys, EvalRecord, judge_into, merge_logs, read_records, record_key, rejudge
 from safecls.io import ResultLog, atomic_write, atomic_write_json
 from safecls.model.resolve import check_model_ref
 
@@ -52,18 +49,11 @@ def load_attack_registry() -> None:
     importlib.import_module("safecls.attacks")  # the package imports every attack module, registering it
 
 
-def attack_names() -> list[str]:
-    return sorted(set(ATTACKS.names()) | set(BUILTIN_ATTACKS))
-
 
 def make_attack(spec: AttackSpec) -> Attack:
-    if spec.name in ATTACKS:
-        return ATTACKS.get(spec.name)()
-    if spec.name in BUILTIN_ATTACKS:
-        return BUILTIN_ATTACKS[spec.name]()
-    near = difflib.get_close_matches(spec.name, attack_names(), n=1)
-    raise UnknownNameError(f"unknown attack {spec.name!r}; valid: {', '.join(attack_names())}"
-                           + (f". Did you mean {near[0]!r}?" if near else ""))
+    """Raises UnknownNameError listing the valid names."""
+    load_attack_registry()
+    return ATTACKS.get(spec.name)()
 
 
 def attack_config(attack: Attack, spec: AttackSpec, model: ModelSpec, seed: int) -> Any:
@@ -184,7 +174,7 @@ def load_model(spec: ModelSpec, device: Any = None) -> tuple[Any, Any, Any]:
 # ---------------------------------------------------------------- processes
 
 
-class _Dist:
+class _Processes:
     """Rank and world size from accelerate's PartialState when accelerate is importable (1 process otherwise)."""
 
     def __init__(self) -> None:
@@ -204,7 +194,7 @@ class _Dist:
             self.state.wait_for_everyone()
 
 
-class _Stop(Exception):
+class _RecordLimit(Exception):
     """max_records reached (tests simulate a killed run with it)."""
 
 
@@ -234,7 +224,7 @@ class _Writer:
         judge_into(self.buffer, self.judges)
         for r in self.buffer:
             if self.max_records is not None and self.written >= self.max_records:
-                raise _Stop
+                raise _RecordLimit
             self.log.append(r)
             self.written += 1
             self.bar.update(1)
@@ -297,7 +287,7 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
         raise ConfigError(f"{len(p.problems)} problem(s) in eval config {cfg.name!r}, found before loading any model:\n"
                           + "\n".join(f"- {x}" for x in p.problems))
     data = p.data
-    dist = _Dist()
+    dist = _Processes()
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     versions = _versions(dist.world)
@@ -332,7 +322,7 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
                                         decode=mspec.decode, batch_size=cfg.batch_size)
                 atomic_write_json(probing_path, [c.model_dump() for c in probing])
             del target, model
-    except _Stop:
+    except _RecordLimit:
         logger.warning("stopped after max_records new records; rerun to resume (%s)", log.path)
         bar.close()
         return run_dir
@@ -349,7 +339,7 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
     return run_dir
 
 
-def _shard(items: list[BenchmarkItem], dist: _Dist) -> list[BenchmarkItem]:
+def _shard(items: list[BenchmarkItem], dist: _Processes) -> list[BenchmarkItem]:
     return [it for i, it in enumerate(items) if i % dist.world == dist.rank]
 
 
@@ -370,6 +360,8 @@ def _run_benchmark(cfg: EvalConfig, mspec: ModelSpec, bspec: BenchmarkSpec, item
     for aspec in cfg.attacks_for(bspec):
         attack = attacks[aspec.key]
         attack.check_target(target)
+        logger.info("eval %s: model %s x %s (%d items) x attack %s", cfg.name, mspec.name, bspec.key, len(items),
+                    aspec.key)
         for s in range(mspec.samples):
             acfg = attack_config(attack, aspec, mspec, cfg.seed + s)
             t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from safecls.eval.agreement import judge_agreement
 from safecls.eval.config import CLEAN_ONLY, EvalConfig
 from safecls.eval.correction import measured_errors
 from safecls.eval.judges.base import JUDGES, Verdict
-from safecls.eval.metrics import asr_table, gsm8k_accuracy, over_refusal
+from safecls.eval.rates import asr_table, gsm8k_accuracy, over_refusal
 from safecls.eval.report import SCHEMA_VERSION, CostRow, ProbingCurve, UtilityRow
 
 logger = logging.getLogger(__name__)

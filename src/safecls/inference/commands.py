@@ -124,7 +124,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from safecls.config import apply_overrides, validate
-    from safecls.data.records import read_sft_jsonl
+    from safecls.data.sft_records import read_sft_jsonl
     from safecls.inference.calibration import CalibrationConfig, calibrate
     from safecls.io import atomic_write
     from safecls.model import SafeClsModel

@@ -34,7 +34,7 @@ from safecls.inference.streaming import events
 from safecls.inference.trace import Evaluation
 from safecls.model import routing
 from safecls.model.encoding import Encoded, Prompt, collate, context_length, encode_prompt, encode_response
-from safecls.model.routing import NO_STEP, Kind
+from safecls.model.routing import DEFAULT_STAGE, NO_STEP, Kind
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class _PlainAdapter:
 
     def __init__(self, model: Any, tokenizer: Any, lm_logits: Any = None):
         self.base, self.tokenizer = model, tokenizer
-        self.head, self.cls_token_id, self.stage = None, None, "sft"
+        self.head, self.cls_token_id, self.stage = None, None, DEFAULT_STAGE
         self.causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.backbone = getattr(self.causal_lm, self.causal_lm.base_model_prefix)
         self.context_length = context_length(self.causal_lm.config)

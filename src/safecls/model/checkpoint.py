@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from safecls.errors import CheckpointError
+from safecls.model.routing import DEFAULT_STAGE
 from safecls.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     head = nn.Linear(cfg["head"]["in_features"], cfg["head"]["out_features"])
     head.load_state_dict(load_file(str(directory / HEAD_NAME)))
     head.to(dtype=dtype)
-    m = SafeClsModel(model, tok, head, int(cfg["cls_token_id"]), stage=cfg.get("stage", "sft"), base_ref=ref,
+    m = SafeClsModel(model, tok, head, int(cfg["cls_token_id"]), stage=cfg.get("stage", DEFAULT_STAGE), base_ref=ref,
                      with_cls=bool(cfg.get("with_cls", True)))
     if (directory / CALIBRATION_NAME).is_file():
         m.calibration = read_calibration(directory)

@@ -23,6 +23,7 @@ import torch
 from safecls._compat import min_value
 
 Stage = Literal["pretrain", "sft"]
+DEFAULT_STAGE: Stage = "sft"  # a model is used as the sft stage trains it unless told otherwise
 
 
 class Kind(IntEnum):

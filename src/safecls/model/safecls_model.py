@@ -27,7 +27,7 @@ from safecls.model.encoding import (
     encode_response,
 )
 from safecls.model.loading import check_causal_lm
-from safecls.model.routing import Kind, Stage
+from safecls.model.routing import DEFAULT_STAGE, Kind, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class ForwardOut:
 class SafeClsModel(nn.Module):
     """Wraps a causal LM. `base` may be a peft model (LoRA); `head` reads the final state at [CLS]."""
 
-    def __init__(self, base: Any, tokenizer: Any, head: nn.Linear, cls_token_id: int, *, stage: Stage = "sft",
+    def __init__(self, base: Any, tokenizer: Any, head: nn.Linear, cls_token_id: int, *, stage: Stage = DEFAULT_STAGE,
                  base_ref: str | None = None, with_cls: bool = True):
         super().__init__()
         self.base = base
@@ -75,7 +75,7 @@ class SafeClsModel(nn.Module):
 
     # ---- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_base(cls, model: Any, tokenizer: Any, *, lora: LoraOptions | None = None, stage: Stage = "sft",
+    def from_base(cls, model: Any, tokenizer: Any, *, lora: LoraOptions | None = None, stage: Stage = DEFAULT_STAGE,
                   head_init_std: float = 0.02, seed: int = 0) -> SafeClsModel:
         """Add `<|safety_cls|>` (embedding initialised to the mean embedding, tied weights kept tied) and a head.
 
@@ -223,19 +223,19 @@ class SafeClsModel(nn.Module):
                 check_length(len(e) + 1, limit, f"input {j}")
                 encs.append(e)
             batch = collate(encs, self.cls_token_id, self.tokenizer.pad_token_id, side="left")
-            fo = self.forward_batch(batch, "sft" if responses is None else self.stage, read_prompt=read_prompt)
-            out.extend(torch.softmax(fo.cls_logits.float(), -1)[:, MALICIOUS].tolist())
+            res = self.forward_batch(batch, "sft" if responses is None else self.stage, read_prompt=read_prompt)
+            out.extend(torch.softmax(res.cls_logits.float(), -1)[:, MALICIOUS].tolist())
         return out
 
     # ---- losses ------------------------------------------------------------------------------------------------
     def losses(self, batch: Batch, stage: Stage, lambda_cls: float) -> dict[str, torch.Tensor]:
         """pretrain: L_lm + λ·L_cls over all tokens; sft: L_sft on response tokens + λ·L_cls."""
-        fo = self.forward_batch(batch, stage, lm="all" if stage == "pretrain" else "response")
-        lm_loss = F.cross_entropy(fo.lm_logits.float(), fo.lm_targets) if fo.lm_targets.numel() else fo.hidden.sum() * 0
+        res = self.forward_batch(batch, stage, lm="all" if stage == "pretrain" else "response")
+        lm_loss = F.cross_entropy(res.lm_logits.float(), res.lm_targets) if res.lm_targets.numel() else res.hidden.sum() * 0
         out = {"lm": lm_loss}
         loss = lm_loss
-        if fo.cls_logits is not None and batch.labels is not None:
-            cls_loss = F.cross_entropy(fo.cls_logits.float(), batch.labels.to(fo.cls_logits.device))
+        if res.cls_logits is not None and batch.labels is not None:
+            cls_loss = F.cross_entropy(res.cls_logits.float(), batch.labels.to(res.cls_logits.device))
             out["cls"] = cls_loss
             loss = loss + lambda_cls * cls_loss
         out["loss"] = loss

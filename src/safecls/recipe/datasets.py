@@ -21,8 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from safecls.data.augment import harmful_prefix
-from safecls.data.records import Message, SFTExample, write_sft_jsonl
 from safecls.data.refusals import is_refusal
+from safecls.data.sft_records import Message, SFTExample, write_sft_jsonl
 from safecls.io import atomic_write
 from safecls.recipe.examples import Example
 

@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "recipe"
 def run_recipe(data_dir: str | Path, out: str | Path = "runs/recipe", configs: str | Path = CONFIGS) -> Path:
     """Build everything under `out` and return the calibrated sft checkpoint folder."""
     from safecls.config import load_config
-    from safecls.data.records import read_sft_jsonl
+    from safecls.data.sft_records import read_sft_jsonl
     from safecls.inference.calibration import CalibrationConfig, calibrate
     from safecls.io import atomic_write
     from safecls.model import SafeClsModel

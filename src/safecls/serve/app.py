@@ -30,10 +30,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 
 from safecls.errors import ContextLengthError, SafeclsError  # noqa: E402
 from safecls.inference.engine import Engine  # noqa: E402
-from safecls.serve import generation  # noqa: E402
+from safecls.serve import completions as endpoints  # noqa: E402
 from safecls.serve.batcher import Batcher  # noqa: E402
-from safecls.serve.limits import RequestGuard  # noqa: E402
-from safecls.serve.metrics import Metrics  # noqa: E402
+from safecls.serve.prometheus import Metrics  # noqa: E402
 from safecls.serve.protocol import (  # noqa: E402
     ChatCompletionRequest,
     CompletionRequest,
@@ -45,6 +44,7 @@ from safecls.serve.protocol import (  # noqa: E402
     moderation_result,
     new_id,
 )
+from safecls.serve.request_guard import RequestGuard  # noqa: E402
 from safecls.serve.settings import ServeSettings  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -226,12 +226,12 @@ def _classify(state: Any, inputs: list[str]) -> list[float]:
 
 async def _generate(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
     s = request.app.state
-    p = generation.plan(s, body)
-    ticket = generation.Ticket(p, asyncio.get_running_loop())
+    p = endpoints.plan(s, body)
+    ticket = endpoints.Ticket(p, asyncio.get_running_loop())
     ticket.submit(s.batcher)
     if p.stream:
-        return _RowsStream(generation.stream(s, p, ticket), on_close=ticket.cancel)
+        return _RowsStream(endpoints.stream(s, p, ticket), on_close=ticket.cancel)
     try:
-        return JSONResponse(await generation.complete(s, p, ticket, request.is_disconnected))
+        return JSONResponse(await endpoints.complete(s, p, ticket, request.is_disconnected))
     finally:
         ticket.cancel()  # rows still open (error, timeout, client gone) stop decoding

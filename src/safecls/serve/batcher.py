@@ -24,7 +24,7 @@ from typing import Any
 from safecls.errors import SafeclsError
 from safecls.inference.config import DecodeConfig
 from safecls.inference.results import StepEvent
-from safecls.serve.metrics import Metrics
+from safecls.serve.prometheus import Metrics
 
 logger = logging.getLogger(__name__)
 

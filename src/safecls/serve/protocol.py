@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safecls.inference.config import DecodeConfig
+from safecls.inference.config import DecodeConfig, Policy, Schedule
 from safecls.inference.trace import SafetyTrace
 from safecls.serve.settings import POLICY_ORDER, ServeSettings
 
@@ -83,8 +83,8 @@ class StreamOptions(_Wire):
 
 
 class _SafetyFields(_Wire):
-    safety_policy: Literal["low", "medium", "high"] | None = None
-    safety_schedule: Literal["first", "every", "periodic", "annealing"] | None = None
+    safety_policy: Policy | None = None
+    safety_schedule: Schedule | None = None
     safety_threshold: float | None = Field(None, gt=0, lt=1)
     safety_period: int | None = Field(None, gt=0)
     safety_tau: int | None = Field(None, gt=0)

@@ -6,14 +6,15 @@ one environment variable it reads (SAFECLS_API_KEY).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import typing
+from typing import Any
 
 from pydantic import Field, SecretStr
 
 from safecls.config import StrictModel
-from safecls.inference.config import DecodeConfig
+from safecls.inference.config import DecodeConfig, Policy
 
-POLICY_ORDER = ("low", "medium", "high")
+POLICY_ORDER: tuple[str, ...] = typing.get_args(Policy)  # weakest first
 
 
 class ServeSettings(StrictModel):
@@ -47,7 +48,7 @@ class ServeSettings(StrictModel):
     allow_safety_overrides: bool = Field(
         True, description="Whether requests may override the safety settings through safety_* body fields."
     )
-    min_policy: Literal["low", "medium", "high"] = Field(
+    min_policy: Policy = Field(
         "low", description="A request may not lower the policy below this (400 with param safety_policy)."
     )
     moderation_threshold: float | None = Field(

@@ -1,6 +1,6 @@
 """Training data: read and check every record (before any model loads), tokenize, and a resumable example order.
 
-Records are the data room's SFT lines (`safecls.data.records.SFTExample`: messages ending with the assistant reply,
+Records are the data room's SFT lines (`safecls.data.sft_records.SFTExample`: messages ending with the assistant reply,
 label, source) or pretrain-corpus lines `{"text", "label"}`. The order is an endless stream of seeded per-epoch
 permutations; its whole state is (epoch, offset), so a resumed run draws exactly the batches the killed run would have.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from safecls.data.records import SFTExample, check_example, iter_jsonl
+from safecls.data.sft_records import SFTExample, check_example, iter_jsonl
 from safecls.errors import DataError
 from safecls.model.encoding import Batch, Encoded, collate, encode_prompt, encode_text
 from safecls.model.routing import Kind, Stage

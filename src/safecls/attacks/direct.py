@@ -1,8 +1,4 @@
-"""The evaluation's built-in attack "direct" (no attack: the baseline row) on the common `Attack` interface.
-
-The runner looks names up in the ATTACKS registry (safecls.attacks: prefill, decoding, gcg, autodan, pap, ...) first
-and uses these only for names the registry lacks.
-"""
+"""The "direct" attack: no attack, the request as the user turn (the baseline row of every table)."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from safecls.attacks.base import Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
+from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
 from safecls.config import StrictModel
 from safecls.inference.config import DecodeConfig
 
@@ -21,10 +17,10 @@ class DirectConfig(StrictModel):
     system_prompt: str | None = None
 
 
+@ATTACKS.register("direct")
 class DirectAttack(Attack):
     """No attack: the request as the user turn (the baseline row of every table)."""
 
-    name = "direct"
     config_cls = DirectConfig
 
     def attack(self, target: Any, items: list[AttackItem], config: DirectConfig, done: set[str]) -> Iterator[AttackRecord]:
@@ -35,5 +31,3 @@ class DirectAttack(Attack):
             yield make_record(self.name, it, "", m, g, seed=config.decode.seed,
                               parameters={"decode": config.decode.model_dump()})
 
-
-BUILTIN_ATTACKS: dict[str, type[Attack]] = {"direct": DirectAttack}
