@@ -12,7 +12,7 @@ from safecls.errors import SafeclsError
 # Each room adds its sub-commands through `<room>.commands.register(sub)`, in the order --help lists them.
 ROOMS = (
     "safecls.train.commands",  # train
-    "safecls.inference.commands",  # generate, chat
+    "safecls.inference.commands",  # generate, chat, calibrate
     "safecls.attacks.commands",  # attack
     "safecls.eval.commands",  # eval, report
     "safecls.eval.judges.training.commands",  # judge

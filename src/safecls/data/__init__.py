@@ -1,6 +1,7 @@
 """The data room: SFT readers and mixture, reasoned refusals, pretrain-stage labelers, the starter set.
 
-Nothing here imports torch or transformers at import time; the guard labeler loads them when used.
+Importing the package loads neither torch nor transformers; the modules that need them (embeddings, the guard
+labeler) import them themselves.
 """
 
 from safecls.data import llama_guard  # noqa: F401  (registers the "guard" labeler, like every other one)

@@ -5,7 +5,7 @@
 | `alpaca`              | JSON array or JSONL                        | instruction, input, output, optional history    |
 | `safety-tuned-llamas` | JSON array (Bianchi et al. 2024)           | instruction, input (empty), output (safe reply) |
 | `alert`               | JSONL (Tedeschi et al. 2024)               | id, category, prompt ("### Instruction:\\n...\\n### Response:\\n") |
-| `jsonl`               | our records (records.py)                   | messages, label, source                         |
+| `jsonl`               | our records (sft_records.py)               | messages, label, source                         |
 
 `input` is appended to `instruction` after a blank line (Alpaca's own prompt layout). LIMA's `history`
 ([[user, assistant], ...]) becomes earlier turns. A `harmful_response` field, where a file has one,

@@ -1,1 +1,1 @@
-"""Evaluation: benchmarks, judges, metrics, probing, reports."""
+"""Evaluation: the runner, judges (and their training), rates with corrected ASR, probing, reports."""

@@ -3,17 +3,19 @@
     name: smoke
     seed: 0
     models:
-      - {name: base, path: default}                       # the embedded SmolLM2, undefended
-      - {name: sft, path: runs/sft/final, decode: {policy: medium, schedule: annealing}}
+      - {name: base, path: base}                          # the embedded SmolLM2, undefended
+      - {name: safecls, path: default, decode: {policy: medium, schedule: annealing}}   # the shipped model
+      - {name: mine, path: runs/recipe/sft/final}         # a checkpoint folder
       - {name: other, path: "plain:/models/llama"}         # any plain HF causal LM
     attacks:
       - {name: direct}
-      - {name: prefill, params: {prefix_tokens: 20}}
-      - {name: decoding, label: decoding-hot, params: {temperatures: [0.7, 1.0]}}
+      - {name: prefill, params: {num_tokens: [20]}}
+      - {name: decoding, label: decoding-hot, params: {grid: {temperatures: [0.7, 1.0]}}}
     benchmarks:
       - {name: advbench, path: ../shared/data, limit: 50}
       - {name: xstest, path: ../shared/data}               # utility / over-refusal sets: only the direct attack
-    judges: [{name: keyword}, {name: safecls-head, params: {checkpoint: runs/sft/final}}]
+      - {name: prompts, label: mine, path: my_prompts.jsonl}  # any JSONL of prompts
+    judges: [{name: minilm}, {name: keyword}, {name: safecls-head, params: {checkpoint: default}}]
 
 Names are checked against the registries (BENCHMARKS, JUDGES, ATTACKS) when the run starts, so an unknown name
 lists the valid ones before any model loads.
@@ -39,7 +41,7 @@ class ModelSpec(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[^|]+$", description="Label in records and tables (no '|').")
     path: str = Field("default", description=f"What to evaluate: {MODEL_HELP} (model/resolve.py).")
     decode: DecodeConfig = Field(default_factory=lambda: DecodeConfig(max_new_tokens=64),
-                                 description="Decode settings of this model: the defence (policy, schedule, r1..r3, "
+                                 description="Decode settings of this model: the defence (policy, schedule, r2, r3, "
                                              "tau, threshold) and the defaults each attack starts from.")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     samples: int = Field(1, gt=0, description="Generations per (attack variant, item); sample s uses seed + s.")

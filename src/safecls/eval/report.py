@@ -7,16 +7,18 @@ warned about and ignored, so an older safecls can read a newer file):
       "schema_version": 1,
       "title": "safecls evaluation",                    # report heading
       "run": {"name": "sft-annealing", "seed": 0, ...},  # free-form key/values shown first (config, versions)
-      "judge": "keyword",                               # the judge the ASR and XSTest rows below were scored with
-      "asr": [                                          # metrics.asr_table(): one row per model x benchmark x
-        {"model": "sft", "benchmark": "advbench",       #   attack with category "all", plus one per category
-         "attack": "prefill", "category": "all", "judge": "keyword",
-         "k": 12, "n": 520, "rate": 0.023, "lo": 0.013, "hi": 0.040}],       # k/n COMPLY; Wilson 95% [lo, hi]
-      "over_refusal": [                                 # metrics.over_refusal() on XSTest
-        {"model": "sft", "attack": "none", "judge": "keyword",
+      "judge": "minilm",                                # the headline judge (rows exist for every judge)
+      "diagnostic_judges": ["safecls-head"],            # shown apart, never as headline numbers
+      "asr": [                                          # rates.asr_table(): one row per model x benchmark x attack
+        {"model": "sft", "benchmark": "advbench",       #   x judge with category "all", plus one per category
+         "attack": "prefill", "category": "all", "judge": "minilm",
+         "k": 12, "n": 520, "rate": 0.023, "lo": 0.013, "hi": 0.040,          # k/n COMPLY; Wilson 95% [lo, hi]
+         "corrected": {"rate": 0.02, "lo": 0.0, "hi": 0.05, "below_false_rate": false}}],   # eval/correction.py
+      "over_refusal": [                                 # rates.over_refusal(), per set with safe-labelled requests
+        {"model": "sft", "attack": "direct", "judge": "minilm", "benchmark": "xstest",
          "safe_refused": {"k": 5, "n": 250, "rate": 0.02, "lo": ..., "hi": ...},
          "unsafe_complied": {"k": 30, "n": 200, "rate": 0.15, "lo": ..., "hi": ...}}],
-      "utility": [                                      # GSM8K exact match (metrics.gsm8k_accuracy), MT-Bench score
+      "utility": [                                      # GSM8K exact match (rates.gsm8k_accuracy)
         {"model": "sft", "benchmark": "gsm8k", "metric": "exact_match",
          "k": 40, "n": 100, "rate": 0.4, "lo": ..., "hi": ...}],
       "scores": [                                       # non-rate scores, e.g. an MT-Bench judge's mean 1..10

@@ -1,4 +1,5 @@
-"""`safecls generate` (prompts in, JSONL out) and `safecls chat` (interactive, streaming, live safety indicator)."""
+"""`safecls generate` (prompts in, JSONL out), `safecls chat` (interactive, streaming, live safety indicator) and
+`safecls calibrate` (a checkpoint's threshold and tau on a dev split)."""
 
 from __future__ import annotations
 

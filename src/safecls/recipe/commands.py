@@ -1,4 +1,4 @@
-"""`safecls recipe answers|data`: the data of the shipped model's recipe (docs/MODEL_CARD.md has the whole chain)."""
+"""`safecls recipe answers|data|all`: the shipped model's recipe, by step or whole (docs/MODEL_CARD.md)."""
 
 from __future__ import annotations
 

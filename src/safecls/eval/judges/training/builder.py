@@ -272,7 +272,7 @@ def training_rows(data_dir: Path, *, completions: Path | None, heldout: Sequence
 
 
 def cached_embed(cache: Path | None) -> Embed:
-    """`minilm.sentence_embeddings` with a disk cache by text (the nearest-topic search embeds ~4,400 instructions
+    """`data.embeddings.sentence_embeddings` with a disk cache by text (the nearest-topic search embeds ~4,400 instructions
     per run); None: no cache."""
     from safecls.data.embeddings import sentence_embeddings
 

@@ -4,7 +4,7 @@ A (prompt, response) pair of the training side overlaps a held-out pair when
 
 - the prompts are the same: the same prompt id, or the same text after `normalise_prompt`; and
 - the responses are the same after `normalise_reply` ("exact"), or their sentence embeddings (all-MiniLM-L6-v2, the
-  encoder the judge extra installs: `minilm.sentence_embeddings`) have cosine >= `threshold` ("near", default 0.95).
+  encoder the judge extra installs: `data.embeddings.sentence_embeddings`) have cosine >= `threshold` ("near", default 0.95).
 
 With `same_prompt=False` the prompt condition is dropped: a reply shared with a held-out row under any prompt counts.
 The demo's fine-tuned models answer many prompts with one canned, looping refusal, so that rule finds copies of a
