@@ -20,7 +20,7 @@ SHORT = {"max_new_tokens": 6}
 
 
 def test_registry_lists_every_attack_and_rejects_unknown_names():
-    assert ATTACKS.names() == ["autodan", "decoding", "direct", "gcg", "gcg-transfer", "pap", "prefill"]
+    assert ATTACKS.names() == ["autodan", "decoding", "direct", "gcg", "gcg-transfer", "nested", "pap", "prefill"]
     with pytest.raises(UnknownNameError, match="prefill"):
         ATTACKS.get("prefil")
 

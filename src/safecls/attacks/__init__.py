@@ -1,5 +1,5 @@
-"""Attacks: direct (none), prefill, decoding-parameter, GCG (+ adaptive, + transfer), AutoDAN and PAP behind one
-interface.
+"""Attacks: direct (none), prefill, nested, decoding-parameter, GCG (+ adaptive, + transfer), AutoDAN and PAP behind
+one interface.
 
     from safecls.attacks import ATTACKS, AttackItem, LocalTarget
     attack = ATTACKS.get("prefill")()
@@ -8,7 +8,7 @@ interface.
 Importing this package registers every attack in ATTACKS.
 """
 
-from safecls.attacks import autodan, decoding_grid, direct, gcg, pap, prefill, transfer  # noqa: F401  (registers them)
+from safecls.attacks import autodan, decoding_grid, direct, gcg, nested, pap, prefill, transfer  # noqa: F401
 from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord
 from safecls.attacks.target import Generation, LocalTarget, OpenAITarget, Target, TargetError
 

@@ -91,7 +91,7 @@ class ProbingSpec(StrictModel):
     settings: list[Literal["direct", "prefill", "nested"]] = Field(default_factory=lambda: ["direct", "prefill", "nested"])
     top_k: int = Field(10, gt=1)
     positions: int = Field(16, gt=0, description="First N response tokens.")
-    nest: str = Field("story", description="Nesting template of the nested setting (probing.NEST_TEMPLATES).")
+    nest: str = Field("story", description="Nesting template of the nested setting (attacks/nested.py NEST_TEMPLATES).")
 
 
 class EvalConfig(StrictModel):

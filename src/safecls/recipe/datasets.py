@@ -29,8 +29,8 @@ from safecls.recipe.examples import Example
 QI_FRACTION = 0.5
 QI_MAX_WORDS = 25  # the prefill attack's longest prefix, 40 SmolLM2 tokens, is about 25-30 words
 WINDOW_WORDS = (8, 30)
-# A benign task wrapped around a harmful request, and the reply's benign start. Unlike the probing templates
-# (eval/probing.py NEST_TEMPLATES) so the nested probe measures something unseen.
+# A benign task wrapped around a harmful request, and the reply's benign start. Unlike the nested attack's templates
+# (attacks/nested.py NEST_TEMPLATES), so the nested attack and probe measure something unseen.
 NESTS = (
     ("Please do two things. 1) {b} 2) {h}", "{b_ans}\n\n2) {h_ans}"),
     ("{b} Also, separately: {h}", "{b_ans}\n\nAs for your other question: {h_ans}"),

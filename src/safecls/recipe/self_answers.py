@@ -13,7 +13,7 @@ from pathlib import Path
 from safecls.inference.answers import CachedAnswer, answer_key, cached_answers
 from safecls.inference.config import DecodeConfig
 from safecls.io import ResultLog
-from safecls.recipe.labels import contrast_pairs
+from safecls.recipe.labels import contrast_pairs, safety_sft_labels
 from safecls.recipe.sources import SourcePrompt, read_pool, subset
 
 logger = logging.getLogger(__name__)
@@ -28,8 +28,11 @@ def decode_config(pool: str) -> DecodeConfig:
 
 CONTRAST_POOLS = ("contrast-safe", "contrast-unsafe")
 # what the recipe uses of each pool; the rest of LIMA and Code Alpaca is not needed for a few thousand examples
-LIMITS = {"alpaca": 700, "code-alpaca": 600, "lima": 300}
+LIMITS = {"alpaca": 500, "code-alpaca": 400, "lima": 250}
 ALL_POOLS = ("safety-sft", *CONTRAST_POOLS, "alpaca", "code-alpaca", "lima")
+# what is answered: the contrast pairs' unsafe twins are not (safety-sft's harmful requests give enough compliant
+# answers for the pretrain stage), nor safety-sft's borderline requests (used nowhere)
+ANSWERED_POOLS = ("safety-sft", "contrast-safe", "alpaca", "code-alpaca", "lima")
 
 
 def pool_prompts(data_dir: str | Path, pool: str, limits: dict[str, int] | None = None) -> list[SourcePrompt]:
@@ -42,9 +45,14 @@ def pool_prompts(data_dir: str | Path, pool: str, limits: dict[str, int] | None 
     return subset(items, limits[pool]) if pool in limits else items
 
 
+def _borderline(data_dir: str | Path) -> set[str]:
+    labels = safety_sft_labels(read_pool(data_dir, "safety-sft"))
+    return {pid for pid, lab in labels.items() if lab.label == "borderline"}
+
+
 def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "default",
-                 pools: tuple[str, ...] = ALL_POOLS, limits: dict[str, int] | None = None,
-                 engine=None, generate: bool = True) -> dict[str, CachedAnswer]:
+                 pools: tuple[str, ...] = ANSWERED_POOLS, limits: dict[str, int] | None = None,
+                 engine=None, generate: bool = True, batch_size: int = 32) -> dict[str, CachedAnswer]:
     """{prompt id: answer} for every prompt of `pools`, generating what the cache lacks (`generate=False`: only what
     it has)."""
     if not generate:
@@ -62,9 +70,10 @@ def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "
 
         engine = Engine.plain(*load_base(model))
     out: dict[str, CachedAnswer] = {}
+    skip = _borderline(data_dir)
     for pool in pools:
-        items = pool_prompts(data_dir, pool, limits)
+        items = [p for p in pool_prompts(data_dir, pool, limits) if p.id not in skip]
         answers = cached_answers(engine.generate, [i.prompt for i in items], cache_file, decode_config(pool),
-                                 tag=f"base:{model}")
+                                 tag=f"base:{model}", chunk=4 * batch_size, batch_size=batch_size)
         out.update({i.id: a for i, a in zip(items, answers, strict=True)})
     return out
