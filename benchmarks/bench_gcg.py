@@ -54,7 +54,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
     from safecls.attacks.gcg_objective import PlainObjective
     from safecls.model.loading import load_base
 
-    model, tok = load_base("default")
+    model, tok = load_base("base")
     with torch.no_grad():
         ids = tok(CHECK_TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
         torch.save({"ids": ids, "logits": model(input_ids=ids).logits}, args.logits)

@@ -49,7 +49,7 @@ def _trainer_child(args: argparse.Namespace, with_cls: bool, workdir: Path) -> d
     if not data.exists():
         data.write_text("".join(json.dumps(r) + "\n" for r in _records(args.batch * args.steps, args.seq)))
     out = workdir / f"out-{with_cls}-{time.time_ns()}"
-    cfg = TrainConfig(model="default", stage="sft", with_cls=with_cls, lambda_cls=0.1 if with_cls else 0,
+    cfg = TrainConfig(model="base", stage="sft", with_cls=with_cls, lambda_cls=0.1 if with_cls else 0,
                       train_file=str(data), max_length=args.seq, batch_size=args.batch, max_steps=args.steps,
                       lora=None if args.full else {"r": 16, "alpha": 32, "dropout": 0.05}, lr=1e-4, log_every=1,
                       output_dir=str(out))
@@ -70,7 +70,7 @@ def _fwdbwd_child(args: argparse.Namespace, variant: str) -> dict:
     from safecls.model.safecls_model import lm_target_positions
 
     torch.manual_seed(0)
-    base, tok = load_base("default")
+    base, tok = load_base("base")
     model = SafeClsModel.from_base(base, tok)
     model.train()
     recs = _records(args.batch, args.seq)

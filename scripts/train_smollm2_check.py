@@ -38,7 +38,7 @@ def main() -> None:
                               format="safety-tuned-llamas")],
         n_per_label=args.per_label, heldout_fraction=0.12, max_chars=1500, seed=0,
         output_dir=str(args.out / "data")))
-    cfg = TrainConfig(model="default", stage="sft", lambda_cls=0.1, train_file=str(mix.paths["train"]),
+    cfg = TrainConfig(model="base", stage="sft", lambda_cls=0.1, train_file=str(mix.paths["train"]),
                       max_length=args.max_length, lora={"r": 16, "alpha": 32, "dropout": 0.05}, lr=2e-4,
                       head_lr=args.head_lr, warmup_steps=3, batch_size=args.batch, max_steps=args.steps, seed=0, log_every=2,
                       output_dir=str(args.out / "train"), resume=True)

@@ -1,7 +1,7 @@
 """safecls: explicit safety signals for any Hugging Face causal LM.
 
     import safecls
-    model = safecls.SafeClsModel.from_base(*safecls.load_base("default"))
+    model = safecls.SafeClsModel.from_base(*safecls.load_base("base"))
     model.generate(["..."], policy="medium")
 
 Everything else is reached by module path (safecls.attacks, safecls.eval, safecls.serve, ...).

@@ -180,7 +180,7 @@ def test_batch_size_halves_on_out_of_memory(monkeypatch):
 def test_gcg_lowers_the_target_loss_on_smollm2():
     from safecls.model import load_base
 
-    model, tok = load_base("default")
+    model, tok = load_base("base")
     with pytest.raises(DataError, match="re-tokenize"):  # SmolLM2 merges "\n\n": the target would not be what it sees
         build(tok, "hi {optim_str}", "\n\nSure")
     cfg = gcg.GCGConfig(num_steps=3, search_width=24, topk=64, seed=0, optim_str_init="x x x x x x x x x x")

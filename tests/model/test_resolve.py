@@ -48,7 +48,7 @@ def test_packaging_halves_the_adapters_and_keeps_the_verdicts(base_dir, tmp_path
         for n, p in model.named_parameters():
             if n.startswith("head.") or "lora_B" in n or "trainable_tokens" in n:
                 p.add_(torch.randn_like(p) * 0.05)
-    model.base_ref = "default"  # what a recipe checkpoint over the embedded base records
+    model.base_ref = "base"  # what a recipe checkpoint over the embedded base records
     model.calibration = {"decode": {"threshold": 0.7, "tau": 2}}
     model.save_pretrained(tmp_path / "ck")
     before = model.classify(PROMPTS)
@@ -56,12 +56,21 @@ def test_packaging_halves_the_adapters_and_keeps_the_verdicts(base_dir, tmp_path
     assert not (dest / "tokenizer.json").exists() and (dest / "calibration.json").exists()
     assert (dest / "adapter_model.safetensors").stat().st_size < (tmp_path / "ck" / "adapter_model.safetensors").stat().st_size
     real_load_base, real_tok = loading.load_base, loading.load_tokenizer
-    monkeypatch.setattr(loading, "load_base", lambda ref="default", dtype=None: real_load_base(base_dir, dtype=dtype))
-    monkeypatch.setattr(loading, "load_tokenizer", lambda ref="default": real_tok(base_dir))
+    monkeypatch.setattr(loading, "load_base", lambda ref="base", dtype=None: real_load_base(base_dir, dtype=dtype))
+    monkeypatch.setattr(loading, "load_tokenizer", lambda ref="base": real_tok(base_dir))
     monkeypatch.setattr("safecls.model.shipped.shipped_dir", lambda: dest)
     shipped = SafeClsModel.from_pretrained("default")
     assert shipped.calibrated == {"threshold": 0.7, "tau": 2}
     assert shipped.classify(PROMPTS) == pytest.approx(before, abs=2e-3)  # fp16 adapters: about 1e-3 of a probability
+
+    # a train config's model: default continues the shipped model (its head trains on), as --model default names it
+    from safecls.train.config import TrainConfig
+    from safecls.train.trainer import _build_model
+
+    (tmp_path / "t.jsonl").write_text("")
+    cont = _build_model(TrainConfig(model="default", train_file=str(tmp_path / "t.jsonl"), output_dir=str(tmp_path / "o"),
+                                    max_steps=1, lora={"r": 4}))
+    assert torch.equal(cont.head.weight, shipped.head.weight) and cont.head.weight.requires_grad
 
 
 def test_a_missing_shipped_model_says_how_to_get_one(monkeypatch, tmp_path):

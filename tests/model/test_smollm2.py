@@ -18,8 +18,8 @@ RESPONSES = ["Mix flour and water, feed the starter, and bake hot.", "Leaves fal
 
 @pytest.fixture(scope="module")
 def smol():
-    base, tok = load_base("default")
-    ref, _ = load_base("default")
+    base, tok = load_base("base")
+    ref, _ = load_base("base")
     return SafeClsModel.from_base(base, tok), ref
 
 
@@ -76,7 +76,7 @@ def test_engine_matches_hf_generate_greedy(smol):
 
 
 def test_lora_round_trip_on_smollm2(smol, tmp_path):
-    base, tok = load_base("default")
+    base, tok = load_base("base")
     model = SafeClsModel.from_base(base, tok, lora=LoraOptions(r=4, dropout=0.0))
     with torch.no_grad():
         for n, p in model.named_parameters():

@@ -106,7 +106,7 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     """`trainable`: LoRA adapters (and the [CLS] row) load ready to train further (a later training stage)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from safecls.model.loading import load_base, load_tokenizer
+    from safecls.model.loading import EMBEDDED, load_base, load_tokenizer
     from safecls.model.safecls_model import SafeClsModel, add_cls_token
     from safecls.model.shipped import is_shipped, require_shipped
 
@@ -116,7 +116,7 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     if (directory / "tokenizer_config.json").is_file():
         tok = AutoTokenizer.from_pretrained(directory)
     else:  # a shipped checkpoint keeps no tokenizer: the base's, plus the [CLS] token at the recorded id
-        tok = load_tokenizer(cfg.get("base", {}).get("name_or_path") or "default")
+        tok = load_tokenizer(cfg.get("base", {}).get("name_or_path") or EMBEDDED)
         add_cls_token_to_tokenizer(tok, int(cfg["cls_token_id"]), directory)
     if cfg["format"] == "lora":
         from peft import PeftModel

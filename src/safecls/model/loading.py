@@ -1,4 +1,4 @@
-"""Load a base causal LM and its tokenizer: the embedded default, a local folder, or a hub id."""
+"""Load a base causal LM and its tokenizer: the embedded SmolLM2 ('base'), a local folder, or a hub id."""
 
 from __future__ import annotations
 
@@ -9,18 +9,27 @@ import torch
 
 from safecls.errors import ModelError, SafeclsError
 
+# The embedded SmolLM2-135M-Instruct: "base" is its name everywhere a user writes one (--model, train configs);
+# "default" is what older checkpoints recorded as their base, kept readable.
+EMBEDDED = "base"
+EMBEDDED_REFS = (EMBEDDED, "default")
 
-def load_base(name_or_path: str | Path = "default", dtype: torch.dtype | str | None = None) -> tuple[Any, Any]:
-    """Returns (model, tokenizer), model in eval mode. `"default"` is the embedded SmolLM2-135M-Instruct.
+
+def is_embedded(ref: str | Path) -> bool:
+    return str(ref) in EMBEDDED_REFS
+
+
+def load_base(name_or_path: str | Path = EMBEDDED, dtype: torch.dtype | str | None = None) -> tuple[Any, Any]:
+    """Returns (model, tokenizer), model in eval mode. `"base"` is the embedded SmolLM2-135M-Instruct.
 
     dtype defaults to float32 (on 2 CPU cores fp32 is faster than bf16)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref = str(name_or_path)
-    if ref == "default":
+    if is_embedded(ref):
         from safecls.model.default import default_model_dir
 
-        name_or_path = default_model_dir()
+        name_or_path, ref = default_model_dir(), EMBEDDED
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
@@ -33,16 +42,16 @@ def load_base(name_or_path: str | Path = "default", dtype: torch.dtype | str | N
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.eval()
-    model.safecls_base_ref = ref  # what a LoRA checkpoint records to find its base again ("default" stays portable)
+    model.safecls_base_ref = ref  # what a LoRA checkpoint records to find its base again ("base" stays portable)
     return model, tok
 
 
-def load_tokenizer(name_or_path: str | Path = "default") -> Any:
-    """The tokenizer of a base model alone ('default': the embedded one), pad = eos where it has no pad."""
+def load_tokenizer(name_or_path: str | Path = EMBEDDED) -> Any:
+    """The tokenizer of a base model alone ('base': the embedded one), pad = eos where it has no pad."""
     from transformers import AutoTokenizer
 
     ref = str(name_or_path)
-    if ref == "default":
+    if is_embedded(ref):
         from safecls.model.default import default_model_dir
 
         ref = str(default_model_dir())

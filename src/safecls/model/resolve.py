@@ -61,11 +61,11 @@ def resolve_model(ref: str, *, dtype: Any = None, device: str | None = None) -> 
 
     check_model_ref(ref)
     if ref == BASE or ref.startswith(PLAIN):
-        hf, tok = load_base("default" if ref == BASE else ref.removeprefix(PLAIN), dtype=dtype)
+        hf, tok = load_base(ref.removeprefix(PLAIN), dtype=dtype)
         return Resolved(ref, hf.to(device) if device else hf, tok, safecls=False)
     if ref == UNTRAINED:
         logger.warning("'untrained': the embedded base with an UNTRAINED safety head; its P(malicious) is noise")
-        m = SafeClsModel.from_base(*load_base("default", dtype=dtype))
+        m = SafeClsModel.from_base(*load_base(BASE, dtype=dtype))
         return Resolved(ref, m.to(device) if device else m, m.tokenizer, safecls=True)
     m = SafeClsModel.from_pretrained(ref if ref == SHIPPED_NAME else Path(ref).expanduser(), dtype=dtype, device=device)
     return Resolved(ref, m, m.tokenizer, safecls=True)

@@ -42,10 +42,12 @@ def package(checkpoint: str | Path, dest: str | Path) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
+    from safecls.model.loading import is_embedded
+
     src, dest = Path(checkpoint), Path(dest)
     cfg = json.loads((src / "safecls_config.json").read_text(encoding="utf-8"))
-    if cfg.get("format") != "lora" or cfg.get("base", {}).get("name_or_path") != "default":
-        raise CheckpointError(f"{src}: only a LoRA checkpoint over the embedded base ('default') ships in the package")
+    if cfg.get("format") != "lora" or not is_embedded(cfg.get("base", {}).get("name_or_path", "")):
+        raise CheckpointError(f"{src}: only a LoRA checkpoint over the embedded base ('base') ships in the package")
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
         p = rs.add_parser(name, help=text)
         p.add_argument("--data-dir", default="../shared/data", help="the shared/data-style folder")
         p.add_argument("--out", default="runs/recipe", help="where answers and data/ go")
-        p.add_argument("--model", default="default", help="the base model")
+        p.add_argument("--model", default="base", help="the model whose answers are collected (base: the embedded SmolLM2)")
         p.add_argument("--seed", type=int, default=0)
         if name == "data":
             p.add_argument("--cached-only", action="store_true", help="use the answers already cached; generate none")

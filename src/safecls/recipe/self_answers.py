@@ -50,17 +50,25 @@ def _borderline(data_dir: str | Path) -> set[str]:
     return {pid for pid, lab in labels.items() if lab.label == "borderline"}
 
 
-def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "default",
+def _cache_tag(model: str) -> str:
+    from safecls.model.loading import is_embedded
+
+    # the embedded model's answers are keyed by its portable checkpoint ref, "default", whichever alias names it
+    return "base:default" if is_embedded(model) else f"base:{model}"
+
+
+def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "base",
                  pools: tuple[str, ...] = ANSWERED_POOLS, limits: dict[str, int] | None = None,
                  engine=None, generate: bool = True, batch_size: int = 32) -> dict[str, CachedAnswer]:
     """{prompt id: answer} for every prompt of `pools`, generating what the cache lacks (`generate=False`: only what
     it has)."""
+    tag = _cache_tag(model)
     if not generate:
         have = {r.key: r for r in ResultLog(cache_file, CachedAnswer)}
         out = {}
         for pool in pools:
             for p in pool_prompts(data_dir, pool, limits):
-                k = answer_key(f"base:{model}", decode_config(pool), p.prompt)
+                k = answer_key(tag, decode_config(pool), p.prompt)
                 if k in have:
                     out[p.id] = have[k]
         return out
@@ -74,6 +82,6 @@ def self_answers(data_dir: str | Path, cache_file: str | Path, *, model: str = "
     for pool in pools:
         items = [p for p in pool_prompts(data_dir, pool, limits) if p.id not in skip]
         answers = cached_answers(engine.generate, [i.prompt for i in items], cache_file, decode_config(pool),
-                                 tag=f"base:{model}", chunk=4 * batch_size, batch_size=batch_size)
+                                 tag=tag, chunk=4 * batch_size, batch_size=batch_size)
         out.update({i.id: a for i, a in zip(items, answers, strict=True)})
     return out

@@ -19,10 +19,10 @@ TRAJECTORY_FIELDS = ("model", "stage", "with_cls", "lambda_cls", "train_file", "
 
 
 class TrainConfig(StrictModel):
-    model: str = Field("default", description="Base causal LM: 'default' (embedded SmolLM2-135M-Instruct), a local "
-                                              "HF folder, a hub id, or a safecls checkpoint to continue (e.g. the sft "
-                                              "stage from a pretrain-stage run's final/: its head, [CLS] row and "
-                                              "adapters train on).")
+    model: str = Field("base", description="Where training starts: 'base' (the embedded SmolLM2-135M-Instruct), a "
+                                           "local HF folder or hub id, or a safecls checkpoint to continue ('default': "
+                                           "the shipped defended model; or e.g. the sft stage from a pretrain-stage "
+                                           "run's final/: its head, [CLS] row and adapters train on).")
     stage: Literal["pretrain", "sft"] = Field("sft", description="pretrain: L_lm + λ·L_cls over all tokens ([CLS] sees "
                                                                  "everything, nobody sees [CLS]); sft: L_sft on response "
                                                                  "tokens + λ·L_cls ([CLS] sees the query only).")

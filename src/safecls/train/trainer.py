@@ -120,12 +120,15 @@ def _continue_from(cfg: TrainConfig):
     from safecls.model import SafeClsModel
     from safecls.model.checkpoint import read_config
 
-    saved = read_config(cfg.model)
+    from safecls.model.shipped import is_shipped, require_shipped
+
+    start = require_shipped() if is_shipped(cfg.model) else cfg.model
+    saved = read_config(start)
     if (saved["format"] == "lora") != (cfg.lora is not None):
         have = "LoRA adapters" if saved["format"] == "lora" else "full weights"
         raise ConfigError(f"model: {cfg.model} holds {have}, but lora is {'unset' if cfg.lora is None else 'set'}. "
                           "Fix: continue a LoRA checkpoint with the same lora options, a full one with lora: null")
-    model = SafeClsModel.from_pretrained(cfg.model, trainable=True)
+    model = SafeClsModel.from_pretrained(start, trainable=True)
     if cfg.lora is not None:
         peft_cfg = model.base.peft_config["default"]
         if (peft_cfg.r, peft_cfg.lora_alpha) != (cfg.lora.r, cfg.lora.alpha):
@@ -138,8 +141,9 @@ def _continue_from(cfg: TrainConfig):
 def _build_model(cfg: TrainConfig):
     from safecls.model import SafeClsModel, load_base
     from safecls.model.checkpoint import is_checkpoint
+    from safecls.model.shipped import is_shipped
 
-    if is_checkpoint(cfg.model):
+    if is_shipped(cfg.model) or is_checkpoint(cfg.model):
         model = _continue_from(cfg)
     else:
         model = SafeClsModel.from_base(*load_base(cfg.model), lora=cfg.lora, stage=cfg.stage, seed=cfg.seed)

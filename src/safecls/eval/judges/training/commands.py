@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_eval_responses)
 
     m = js.add_parser("model-responses", parents=common, help="a checkpoint's replies (eval: fixture; train: training)")
-    m.add_argument("--checkpoint", required=True, help="a safecls checkpoint folder, or 'default' for the base model")
+    m.add_argument("--checkpoint", required=True, help="a safecls checkpoint folder, or 'base' for the base model")
     m.add_argument("--name", required=True, help="the model's name in the rows, e.g. demo-safecls")
     m.add_argument("--prompts", choices=("eval", "train"), required=True)
     m.add_argument("--n", type=int, default=150, help="train: safety-sft prompts")
@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     y.add_argument("--new-styles", action="store_true", help="with --exclude: their topics again, in new styles")
     y.add_argument("--reuse-topics", action="store_true", help="ask a topic again in other styles within this round")
     y.add_argument("--max-similarity", type=float, default=0.8, help="drop prompts this close to an evaluation prompt")
-    y.add_argument("--checkpoint", default="default", help="a safecls checkpoint folder, or 'default' (base model)")
+    y.add_argument("--checkpoint", default="base", help="a safecls checkpoint folder, or 'base' (base model)")
     y.add_argument("--name", default="smollm2-135m-instruct", help="the model's name in the rows")
     y.add_argument("--completions", type=Path, help="default: WORK_DIR/completions.jsonl (its rows count as used)")
     y.add_argument("--train-labels", type=Path,

@@ -111,7 +111,7 @@ def _params(temperature: float, seed: int) -> dict[str, Any]:
 def _base_model() -> tuple[Any, Any]:
     from safecls.model import load_base
 
-    return load_base("default")
+    return load_base("base")
 
 
 def _write(f: Any, row: dict[str, Any]) -> None:
@@ -167,8 +167,8 @@ Reply = Callable[[list[str], list[str] | None, float, int], tuple[list[str], dic
 
 def replier(checkpoint: str | Path, cfg: GenerationConfig) -> Reply:
     """reply(prompts, prefills, temperature, seed) -> (replies including the prefill, extra params): the base model
-    through `generate` ("default"), or a safecls checkpoint (with or without [CLS]) through the decode engine."""
-    if str(checkpoint) == "default":
+    through `generate` ("base"), or a safecls checkpoint (with or without [CLS]) through the decode engine."""
+    if is_embedded(checkpoint):
         model, tok = _base_model()
         return lambda ps, fs, temp, seed: (generate(model, tok, ps, prefills=fs, temperature=temp, seed=seed,
                                                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size), {})
@@ -195,7 +195,7 @@ def _ids_in(paths: Sequence[Path]) -> set[int]:
 def model_responses(checkpoint: str | Path, name: str, prompts: Literal["eval", "train"], data_dir: Path, out: Path,
                     *, completions_file: Path, n: int = 150, exclude: Sequence[Path] = (),
                     cfg: GenerationConfig | None = None) -> None:
-    """A checkpoint's replies through the decode engine ("default": the base model, plain): `prompts="eval"` ->
+    """A checkpoint's replies through the decode engine ("base": the base model, plain): `prompts="eval"` ->
     the fixture's prompts (MODEL_EVAL_PLAN); "train" -> `n` safety-sft prompts used neither by `completions_file`
     nor by `exclude`, a third each direct, prefilled and sampled at T=1."""
     from safecls.attacks.target import LocalTarget
@@ -204,7 +204,7 @@ def model_responses(checkpoint: str | Path, name: str, prompts: Literal["eval", 
     from safecls.model import SafeClsModel
 
     cfg = cfg or GenerationConfig()
-    if str(checkpoint) == "default":
+    if is_embedded(checkpoint):
         target = LocalTarget.plain(*_base_model(), batch_size=cfg.batch_size)
     else:
         target = LocalTarget.from_model(SafeClsModel.from_pretrained(checkpoint), batch_size=cfg.batch_size)
@@ -252,7 +252,7 @@ def used_safety_rows(completions_file: Path, work_dir: Path, train_labels: Path)
 
 def styled_completions(data_dir: Path, out: Path, *, used: set[int], plan: str = "styled", exclude: Sequence[Path] = (),
                        new_styles: bool = False, reuse_topics: bool = False, max_similarity: float = 0.8,
-                       checkpoint: str | Path = "default", name: str = BASE_NAME,
+                       checkpoint: str | Path = "base", name: str = BASE_NAME,
                        cfg: GenerationConfig | None = None) -> int:
     """Replies to safety-sft topics asked in the evaluation sets' style (PLANS[plan]). `used`: rows not to ask
     (`used_safety_rows`, or empty to restyle them too); `exclude`: earlier rounds' files, whose topics are not asked
