@@ -119,7 +119,6 @@ def _continue_from(cfg: TrainConfig):
     weights or LoRA adapters train on; nothing is re-initialised."""
     from safecls.model import SafeClsModel
     from safecls.model.checkpoint import read_config
-
     from safecls.model.shipped import is_shipped, require_shipped
 
     start = require_shipped() if is_shipped(cfg.model) else cfg.model

@@ -168,6 +168,8 @@ Reply = Callable[[list[str], list[str] | None, float, int], tuple[list[str], dic
 def replier(checkpoint: str | Path, cfg: GenerationConfig) -> Reply:
     """reply(prompts, prefills, temperature, seed) -> (replies including the prefill, extra params): the base model
     through `generate` ("base"), or a safecls checkpoint (with or without [CLS]) through the decode engine."""
+    from safecls.model.loading import is_embedded
+
     if is_embedded(checkpoint):
         model, tok = _base_model()
         return lambda ps, fs, temp, seed: (generate(model, tok, ps, prefills=fs, temperature=temp, seed=seed,
@@ -202,6 +204,7 @@ def model_responses(checkpoint: str | Path, name: str, prompts: Literal["eval", 
     from safecls.data.benchmarks import load_benchmark
     from safecls.inference.config import DecodeConfig
     from safecls.model import SafeClsModel
+    from safecls.model.loading import is_embedded
 
     cfg = cfg or GenerationConfig()
     if is_embedded(checkpoint):
