@@ -289,7 +289,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     dev, found = overlap.dev_rows(args.fixture, args.data_dir, embed=embed, threshold=args.near_cosine,
                                   same_prompt=not args.any_prompt)
     print(f"dev rows: {len(dev)} ({len(found)} dropped for copying a held-out row)")
-    command = f"safecls judge calibrate --max-asr-bias {args.max_asr_bias}" + (" --fit-refuse" * args.fit_refuse)
+    command = (f"safecls judge calibrate --max-asr-bias {args.max_asr_bias}" + (" --fit-refuse" * args.fit_refuse)
+               + (" --any-prompt" * args.any_prompt))
     r = cal.calibrate(args.head or _head_dir(), dev, max_asr_bias=args.max_asr_bias, fit_refuse=args.fit_refuse,
                       command=command)
     print(f"dev kappa {r.kappa_before:.3f} (ASR bias {r.asr_bias_before:+.3f}) without offsets, {r.kappa_after:.3f} "
