@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from safecls.errors import ConfigError, ContextLengthError, DataError, UnknownNameError
 from safecls.inference import DecodeConfig, Engine
 from safecls.model import SafeClsModel
 from safecls.model.routing import Kind
+from tests.inference.scripted import ScriptedHead
 from tests.tiny import tiny_model
 
 PROMPTS = ["How do I bake bread?", "Tell me a joke about the sea and the fox, please, right now", "Hi"]
@@ -82,27 +82,13 @@ def test_full_span_read_equals_classify_of_the_pair(read_prompt):
     assert abs(other - want) > 1e-6  # the setting changes what the read sees
 
 
-class _Scripted:
-    """Replaces the head's probabilities with a script keyed by the number of reads so far (the engine logic is real)."""
-
-    def __init__(self, engine, script):
-        self.engine, self.script, self.calls = engine, script, 0
-        self._orig = engine._head_p
-
-    def __call__(self, h):
-        p = self._orig(h)
-        out = torch.full_like(p, self.script[min(self.calls, len(self.script) - 1)])
-        self.calls += 1
-        return out
-
-
 def test_benign_to_malicious_rolls_back_exactly_and_inserts_prefix(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
     cfg = DecodeConfig(max_new_tokens=30, policy="medium", schedule="every", tau=3, threshold=0.5)
     # prompt read benign; steps 0..5 benign; step 6 triggers; 7, 8 confirm (tau = 3)
     script = [0.1] * 7 + [0.9, 0.9, 0.9] + [0.1] * 100
-    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, script))
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, script))
     seen_lengths = []
     orig_forward = eng._forward
 
@@ -138,7 +124,7 @@ def test_false_trigger_changes_nothing(monkeypatch):
     eng = Engine(model)
     cfg = DecodeConfig(max_new_tokens=20, policy="medium", schedule="every", tau=3)
     base = Engine(model).generate([PROMPTS[0]], cfg.model_copy(update={"policy": "low"}))[0]
-    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.1] * 5 + [0.9, 0.9, 0.1] + [0.1] * 50))
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * 5 + [0.9, 0.9, 0.1] + [0.1] * 50))
     res = eng.generate([PROMPTS[0]], cfg)[0]
     assert res.trace.interventions == [] and res.token_ids == base.token_ids
     # reads: [prompt, step 0..]; step 4 triggers (read under R2), step 5 counts (R3), step 6 is benign: back to R2
@@ -148,7 +134,7 @@ def test_false_trigger_changes_nothing(monkeypatch):
 def test_high_policy_ends_with_fixed_refusal(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
-    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.95]))
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.95]))
     res = eng.generate([PROMPTS[0]], DecodeConfig(policy="high", max_new_tokens=10))[0]
     assert res.text == DecodeConfig().fixed_refusal and res.finish_reason == "content_filter"
 
@@ -156,7 +142,7 @@ def test_high_policy_ends_with_fixed_refusal(monkeypatch):
 def test_initially_malicious_starts_with_refusal_prefix(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
-    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.95]))
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.95]))
     res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20))[0]
     assert res.text.startswith(DecodeConfig().refusal_prefix)
     assert [e.rule for e in res.trace.evaluations] == ["prompt"]  # no R1 re-reads: the reply is a refusal already
@@ -165,7 +151,7 @@ def test_initially_malicious_starts_with_refusal_prefix(monkeypatch):
 def test_refusal_after_a_prefill_is_a_separate_word(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
-    monkeypatch.setattr(eng, "_head_p", _Scripted(eng, [0.95]))
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.95]))
     res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20),
                        prefills=["Sure, here is how to bake bread"])[0]
     assert res.prefill + res.text == "Sure, here is how to bake bread" + res.text
