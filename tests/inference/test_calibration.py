@@ -48,3 +48,20 @@ def test_the_lowest_threshold_within_the_target_wins_then_the_most_reactive_tau(
     loaded = SafeClsModel.from_pretrained(tmp_path / "ck")
     assert loaded.calibrated == {"threshold": cal.threshold, "tau": 1}
     assert Engine(loaded).resolve([cfg.decode])[0].threshold == cal.threshold  # unset -> the calibrated value
+
+
+def test_the_report_draws_a_calibrated_models_trade_off(model, tmp_path):
+    import re
+
+    from safecls.eval.report import write_report
+    from safecls.eval.runner import tradeoff_of
+
+    curve = request_curve([0.1, 0.2, 0.9], [0.4, 0.95], grid=3)
+    model.calibration = {"decode": {"threshold": 0.5, "tau": 2}, "threshold": 0.5, "tau": 2, "target": 0.03,
+                         "benign_flagged": 1 / 3, "harmful_missed": 0.5, "n_benign": 3, "n_harmful": 2,
+                         "curve": [c.model_dump() for c in curve]}
+    assert tradeoff_of("plain", SafeClsModel.from_base(*tiny_model("llama"))) is None  # uncalibrated: no entry
+    entry = tradeoff_of("safecls", model)
+    md, page = write_report(tmp_path, {"tradeoff": [entry]})
+    assert "| safecls | 0.500 | 2 | 3.0% | 33.3% | 50.0% | 3 / 2 |" in md.read_text()
+    assert re.findall(r'<img alt="([^"]+)"', page.read_text()) == ["calibration trade-off"]

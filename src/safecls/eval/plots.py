@@ -14,7 +14,7 @@ from safecls._optional import require
 
 if TYPE_CHECKING:
     from safecls.eval.rates import AsrRow
-    from safecls.eval.report import CostRow, ProbingCurve
+    from safecls.eval.report import CostRow, ProbingCurve, TradeoffCurve
 
 _DPI = 100
 
@@ -113,4 +113,22 @@ def cost_bars(rows: Sequence[CostRow]) -> bytes:
         if len(models) == 1:  # no legend for a single series: name the model here
             ax.set_title(models[0], fontsize="medium")
     fig.suptitle("Cost per re-classification schedule")
+    return _png(fig)
+
+
+def tradeoff_curves(curves: Sequence[TradeoffCurve]) -> bytes:
+    """Harmful requests missed against benign requests flagged along the threshold (first read only), one line per
+    model, with the calibrated point (which also counts mid-reply refusals) marked."""
+    fig = _figure(width=5.5, height=4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for c in curves:
+        line, = ax.plot([100 * p["benign_flagged"] for p in c.curve], [100 * p["harmful_missed"] for p in c.curve],
+                        label=c.model)
+        ax.plot([100 * c.benign_flagged], [100 * c.harmful_missed], "o", color=line.get_color())
+        ax.annotate(f"t={c.threshold:.2f}, tau={c.tau}", (100 * c.benign_flagged, 100 * c.harmful_missed),
+                    textcoords="offset points", xytext=(6, 6), fontsize="small")
+    ax.set_xlabel("benign dev requests refused (%)")
+    ax.set_ylabel("harmful dev requests missed (%)")
+    ax.set_title("Calibration trade-off along the threshold")
+    ax.legend(fontsize="small")
     return _png(fig)

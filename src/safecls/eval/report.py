@@ -91,6 +91,21 @@ class CostRow(BaseModel):
     asr: float | None = Field(None, description="ASR under this schedule, shown beside the cost")
 
 
+class TradeoffCurve(BaseModel):
+    """A calibrated model's trade-off on its dev split (calibration.json): along the threshold, benign requests
+    flagged at the first read against harmful requests not flagged, and the point calibration chose."""
+
+    model: str
+    threshold: float
+    tau: int
+    target: float
+    benign_flagged: float
+    harmful_missed: float
+    n_benign: int
+    n_harmful: int
+    curve: list[dict[str, float]]  # {threshold, benign_flagged, harmful_missed}
+
+
 class ReportMetrics(BaseModel):
     """The metrics.json schema (see the module docstring)."""
 
@@ -108,6 +123,7 @@ class ReportMetrics(BaseModel):
     agreement: AgreementMatrix | None = None
     probing: list[ProbingCurve] = Field(default_factory=list)
     cost: list[CostRow] = Field(default_factory=list)
+    tradeoff: list[TradeoffCurve] = Field(default_factory=list)
 
 
 def parse_metrics(metrics: dict[str, Any] | ReportMetrics, source: str = "metrics") -> ReportMetrics:
@@ -187,6 +203,18 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
             rows=[[r.model, r.schedule, f"{r.cost:.3f}", r.unit, _pct(r.asr)] for r in m.cost]))]
         if with_plots:
             blocks.append(("img", ("cost per schedule", plots.cost_bars(m.cost))))
+    if m.tradeoff:
+        blocks += [("h2", "Calibration trade-off (dev split)"),
+                   ("p", "Each model's threshold and tau as calibrated on its labelled dev split (disjoint from every "
+                         "evaluation set): benign dev requests refused against harmful dev requests let through, "
+                         "including refusals mid-reply."),
+                   ("table", _Table(headers=["model", "threshold", "tau", "target", "benign refused", "harmful missed",
+                                             "n benign / harmful"],
+                                    rows=[[t.model, f"{t.threshold:.3f}", str(t.tau), _pct(t.target),
+                                           _pct(t.benign_flagged), _pct(t.harmful_missed),
+                                           f"{t.n_benign} / {t.n_harmful}"] for t in m.tradeoff]))]
+        if with_plots:
+            blocks.append(("img", ("calibration trade-off", plots.tradeoff_curves(m.tradeoff))))
     return blocks
 
 

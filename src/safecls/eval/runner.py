@@ -304,13 +304,15 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
     probing_path = run_dir / "probing.json"
     probing = _read_probing(probing_path)
     bar = tqdm(desc=f"eval {cfg.name}", unit="record", disable=None)
-    schedules = {}
+    schedules, tradeoff = {}, []
     try:
         for mspec in cfg.models:
             on_gpu = dist.device is not None and getattr(dist.device, "type", "cpu") != "cpu"
             target, tok, model = load_model(mspec, dist.device if on_gpu else None)
             target.batch_size = cfg.batch_size
             schedules[mspec.name] = mspec.decode.schedule if target.safecls_model is not None else "none"
+            if target.safecls_model is not None and (t := tradeoff_of(mspec.name, target.safecls_model)):
+                tradeoff.append(t)
             writer = _Writer(log, judges, tok, cfg.batch_size, None if max_records is None else max_records, bar)
             for bspec in cfg.benchmarks:
                 _run_benchmark(cfg, mspec, bspec, _shard(data[bspec.key], dist), attacks, target, tok, writer, done)
@@ -332,11 +334,20 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
         return run_dir
     records = merge_logs(run_dir)
     metrics = summarize(records, cfg, schedules=schedules, probing=_read_probing(probing_path),
-                        run_info={"name": cfg.name, "seed": cfg.seed, **versions})
+                        run_info={"name": cfg.name, "seed": cfg.seed, **versions}, tradeoff=tradeoff)
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir, metrics, with_plots=cfg.plots)
     logger.info("eval %s: %d records, metrics and report in %s", cfg.name, len(records), run_dir)
     return run_dir
+
+
+def tradeoff_of(name: str, model: Any) -> dict[str, Any] | None:
+    """The report's trade-off entry for a calibrated safecls model (its calibration.json), else None."""
+    cal = model.calibration or {}
+    if not cal.get("curve"):
+        return None
+    keys = ("threshold", "tau", "target", "benign_flagged", "harmful_missed", "n_benign", "n_harmful", "curve")
+    return {"model": name, **{k: cal[k] for k in keys}}
 
 
 def _shard(items: list[BenchmarkItem], dist: _Processes) -> list[BenchmarkItem]:

@@ -117,7 +117,7 @@ def _diagnostic(judge: str) -> bool:
 
 
 def summarize(records: Sequence[Any], cfg: EvalConfig, *, schedules: dict[str, str], probing: Sequence[ProbingCurve],
-              run_info: dict[str, Any]) -> dict[str, Any]:
+              run_info: dict[str, Any], tradeoff: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The metrics.json dict of a finished run."""
     judges = [j.name for j in cfg.judges]
     errors = {j: sum(1 for r in records if j in r.judge_errors) for j in judges}
@@ -137,4 +137,5 @@ def summarize(records: Sequence[Any], cfg: EvalConfig, *, schedules: dict[str, s
         "agreement": agreement(records, judges),
         "probing": [c.model_dump() for c in probing],
         "cost": cost_rows,
+        "tradeoff": list(tradeoff),
     }
