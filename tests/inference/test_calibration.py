@@ -39,8 +39,11 @@ def test_the_lowest_threshold_within_the_target_wins_then_the_most_reactive_tau(
     # at 0.40: 2 benign flagged at the start (0.45 twice) = 10%, but every reply is flagged mid-reply (0.42 > 0.40)
     # at 0.45: none at the start, and 0.42 reads never trigger: 0%; tau 1 then keeps it at 0%
     assert cal.met_target and cal.threshold == pytest.approx(0.45) and cal.tau == 1
-    assert [(t.threshold, t.tau) for t in cal.trials][:2] == [(pytest.approx(0.40), 3), (pytest.approx(0.45), 3)]
-    assert cal.trials[0].flagged_mid_reply == 18 and cal.harmful_missed == 0.0
+    # a bisection of the 12 feasible thresholds 0.40..0.95, the top first: 0.95 ok, 0.65 ok, 0.50 ok, 0.45 ok,
+    # 0.40 over (every reply flagged mid-reply); then tau 1 at 0.45
+    assert [(t.threshold, t.tau) for t in cal.trials] == [(pytest.approx(x), tau) for x, tau in (
+        (0.95, 3), (0.65, 3), (0.50, 3), (0.45, 3), (0.40, 3), (0.45, 1))]
+    assert cal.trials[4].flagged_mid_reply == 18 and cal.harmful_missed == 0.0
     saved = cal.for_checkpoint()
     assert saved["decode"] == {"threshold": cal.threshold, "tau": 1}
     model.calibration = json.loads(json.dumps(saved))

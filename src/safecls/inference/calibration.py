@@ -5,10 +5,10 @@ untuned, 1% tuned). On a labelled dev split, disjoint from every evaluation set:
 
 1. The head reads every dev request once (its free read at the start of decoding). Along a grid of thresholds this
    gives the trade-off curve: benign requests flagged (refused at once) against harmful requests not flagged.
-2. Reads during generation flag benign replies too. For the most sensitive thresholds that meet the target on
-   requests alone, the engine answers the benign dev requests it would not flag at the start (the configured
-   schedule, tau as given) and counts replies it intervenes in; the lowest threshold whose total stays within the
-   target wins. Then the smallest tau that keeps it within the target.
+2. Reads during generation flag benign replies too. Among the thresholds that meet the target on requests alone,
+   a bisection (`candidates` trials, the highest threshold first) has the engine answer the benign dev requests it
+   would not flag at the start (the configured schedule, the largest tau) and count the replies it intervenes in;
+   the lowest threshold whose total stays within the target wins. Then the smallest tau that keeps it within.
 3. The choice (threshold, tau) and everything measured go to the checkpoint's calibration.json: every DecodeConfig
    that leaves threshold or tau unset takes them (generate, chat, serve, eval).
 """
@@ -32,7 +32,8 @@ class CalibrationConfig(StrictModel):
                                                                     "requests refused (at the start or mid-reply).")
     taus: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description="tau values tried, smallest "
                                                                                          "(most reactive) first.")
-    candidates: int = Field(4, gt=0, description="Thresholds tried with generation, lowest first.")
+    candidates: int = Field(5, gt=0, description="Thresholds tried with generation (a bisection of the thresholds "
+                                                 "that meet the target on requests alone, the highest first).")
     grid: int = Field(199, gt=2, description="Thresholds on the curve: grid points in (0, 1).")
     decode: DecodeConfig = Field(default_factory=lambda: DecodeConfig(max_new_tokens=64),
                                  description="The decode settings calibrated for (schedule, r2, read_prompt, ...).")
@@ -108,12 +109,23 @@ def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config:
         trials.append(t)
         return t
 
+    # Flags fall as the threshold rises (more or less: reads mid-reply are not strictly monotone), so bisect the
+    # feasible thresholds for the lowest that meets the target, its top first: mid-reply flags can keep every
+    # threshold near the request-only optimum over target, where a scan from the bottom would spend every trial.
     chosen: Trial | None = None
-    for c in feasible[: cfg.candidates]:
-        t = trial(c.threshold, taus[-1])
+    lo, hi, left = 0, len(feasible) - 1, cfg.candidates
+    if feasible:
+        t = trial(feasible[hi].threshold, taus[-1])
+        left -= 1
+        chosen = t if t.rate <= cfg.max_benign_flagged else None
+    while chosen is not None and lo < hi and left > 0:
+        mid = (lo + hi) // 2
+        t = trial(feasible[mid].threshold, taus[-1])
+        left -= 1
         if t.rate <= cfg.max_benign_flagged:
-            chosen = t
-            break
+            chosen, hi = t, mid
+        else:
+            lo = mid + 1
     if chosen is None:  # nothing met the target: the least flagging point tried, or the top of the grid
         chosen = min(trials, key=lambda t: t.rate) if trials else trial(curve[-1].threshold, taus[-1])
     else:
