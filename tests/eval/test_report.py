@@ -40,6 +40,7 @@ def test_markdown_has_the_same_tables(tmp_path, example_metrics):
     assert "| base | none | 90.0% [82.6, 94.5] (n=100) | — |" in text
     assert "| sft | xstest | none | keyword | 2.0% [0.9, 4.6] (n=250) | 10.0% [6.6, 14.9] (n=200) |" in text
     assert "| sft | mt-bench | mean_score | 4.250 (n=80) |" in text
+    assert "| hex-phi | sft | none | Malware | keyword | 10.0%" in text  # a category row names its judge
     assert "Plot:" not in text  # plots off: nothing to point at
 
 

@@ -270,9 +270,9 @@ def _asr_blocks(rows: Sequence[AsrRow], judge: str | None, with_plots: bool) -> 
     per_cat = [r for r in rows if r.category != ALL]
     if per_cat:
         blocks += [("h2", "ASR by category"), ("table", _Table(
-            headers=["benchmark", "model", "attack", "category", "ASR"],
-            rows=[[r.benchmark, r.model, r.attack, r.category, _cell(r)]
-                  for r in sorted(per_cat, key=lambda r: (r.benchmark, r.model, r.attack, r.category))]))]
+            headers=["benchmark", "model", "attack", "category", "judge", "ASR"],
+            rows=[[r.benchmark, r.model, r.attack, r.category, r.judge, _cell(r)]
+                  for r in sorted(per_cat, key=lambda r: (r.benchmark, r.model, r.attack, r.category, r.judge))]))]
     return blocks
 
 
