@@ -8,15 +8,8 @@ from typing import Any
 import torch
 
 from safecls.errors import ModelError, SafeclsError
-
-# The embedded SmolLM2-135M-Instruct: "base" is its name everywhere a user writes one (--model, train configs);
-# "default" is what older checkpoints recorded as their base, kept readable.
-EMBEDDED = "base"
-EMBEDDED_REFS = (EMBEDDED, "default")
-
-
-def is_embedded(ref: str | Path) -> bool:
-    return str(ref) in EMBEDDED_REFS
+from safecls.model.resolve import BASE as EMBEDDED
+from safecls.model.resolve import is_embedded
 
 
 def load_base(name_or_path: str | Path = EMBEDDED, dtype: torch.dtype | str | None = None) -> tuple[Any, Any]:

@@ -20,6 +20,14 @@ from safecls.model.shipped import SHIPPED_NAME
 logger = logging.getLogger(__name__)
 
 BASE, UNTRAINED, PLAIN = "base", "untrained", "plain:"
+# a checkpoint's recorded base may also read "default", the embedded model's name in checkpoint files
+EMBEDDED_REFS = (BASE, "default")
+
+
+def is_embedded(ref: object) -> bool:
+    """True where a base-model reference (not a --model reference) names the embedded SmolLM2."""
+    return str(ref) in EMBEDDED_REFS
+
 MODEL_HELP = ("default (the shipped defended model) | base (the embedded SmolLM2, plain) | untrained (base + an "
               "untrained head) | plain:PATH | a safecls checkpoint folder")
 
