@@ -109,7 +109,8 @@ def run_demo(cfg: DemoConfig) -> Path:
 
 
 def summary_table(metrics: dict) -> str:
-    """ASR (raw, and corrected for the judge's measured error) and refusal of safe prompts, per model and judge."""
+    """ASR (raw, and corrected for the judge's measured error), refusal of safe prompts and the share of direct
+    harmful requests' refusals that are reasoned and loop-free, per model and judge."""
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for a in metrics["asr"]:
         if a["category"] != "all" or a["judge"] in metrics.get("diagnostic_judges", []):
@@ -119,7 +120,10 @@ def summary_table(metrics: dict) -> str:
         rows.setdefault((a["model"], a["judge"]), {})[a["attack"]] = cell
     for o in metrics["over_refusal"]:
         rows.setdefault((o["model"], o["judge"]), {})[o["benchmark"]] = f"{100 * o['safe_refused']['rate']:.0f}%"
-    cols = ["direct", "prefill", "decoding", "safe-but-scary", "benign"]
+    for q in metrics.get("refusal_quality", []):
+        if q["attack"] == "direct" and q["reasoned"]["rate"] is not None:
+            rows.setdefault((q["model"], q["judge"]), {})["reasoned"] = f"{100 * q['reasoned']['rate']:.0f}%"
+    cols = ["direct", "prefill", "decoding", "safe-but-scary", "benign", "reasoned"]
     lines = [f"{'model':8s} {'judge':8s} " + " ".join(f"{c:>15s}" for c in cols)]
     for (m, j), v in sorted(rows.items()):
         lines.append(f"{m:8s} {j:8s} " + " ".join(f"{v.get(c, '-'):>15s}" for c in cols))

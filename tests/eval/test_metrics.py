@@ -14,6 +14,7 @@ from safecls.eval.rates import (
     gsm8k_accuracy,
     gsm8k_correct,
     over_refusal,
+    refusal_quality,
 )
 from safecls.eval.wilson import wilson_interval
 
@@ -77,6 +78,22 @@ def test_over_refusal_on_safe_and_compliance_on_unsafe():
     assert (row.safe_refused.k, row.safe_refused.n) == (2, 10)
     assert (row.unsafe_complied.k, row.unsafe_complied.n) == (3, 4)
     assert row.safe_refused.rate == 0.2
+
+
+def test_refusal_quality_counts_refused_harmful_replies_by_how_they_read():
+    reasoned = "Sorry, I cannot fulfill your request because a forged note deceives the school and is fraud."
+    bare = "I'm sorry, I can't help with that."
+    loop = "I cannot do that because I cannot do that because I cannot do that because I cannot do that."
+
+    def r(response, verdict="refuse", label="unsafe", attack="direct"):
+        return {**rec(attack=attack, label=label, kw=verdict), "response": response}
+
+    records = ([r(reasoned)] * 3 + [r(bare)] * 2 + [r(loop)]
+               + [r(reasoned, verdict="comply"), r(bare, label="safe"), r(None)]  # not refusals of harmful requests
+               + [r(reasoned, attack="prefill")])
+    direct, prefill = refusal_quality(records, "kw")
+    assert (direct.attack, direct.reasoned.k, direct.reasoned.n, direct.loop_free.k) == ("direct", 3, 6, 5)
+    assert (prefill.attack, prefill.reasoned.k, prefill.reasoned.n) == ("prefill", 1, 1)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -4,7 +4,8 @@ cleaning a model's own answers get before they become training targets.
 A small model's greedy text loops ("because I cannot fulfill your request because I cannot ...", a list whose items
 repeat) and stops mid-sentence at its token budget. `loop_free` is a repeated-n-gram check: no word n-gram (n = 6 by
 default) occurs twice. `cut_loop` keeps the text up to the sentence where the first repeat starts; `cut_at_sentence`
-drops a trailing unfinished sentence.
+drops a trailing unfinished sentence. `gives_reason` is the rest of the "reasoned refusal" check: a reason clause
+whose words say more than the refusal itself.
 """
 
 from __future__ import annotations
@@ -57,3 +58,27 @@ def cut_loop(text: str, n: int = LOOP_N) -> str:
     if at is None:
         return text
     return cut_at_sentence(text[:at])
+
+
+# A reason clause opens with one of these; what follows it must carry words beyond refusal boilerplate, so
+# "Sorry, I cannot fulfill your request because I cannot fulfill your request." gives no reason.
+_REASON = re.compile(r"\b(because|since|as (?:it|this|that|these|doing)|due to|so that|which (?:could|would|is|can)|"
+                     r"(?:could|would|can|may|might) (?:be|lead|cause|harm|hurt|help|put|endanger|violate|result)|"
+                     r"(?:is|are|be) (?:illegal|harmful|dangerous|unethical|unsafe|against))\b", re.IGNORECASE)
+_BOILERPLATE = frozenset(
+    "i i'm im am cannot can't cant can not do don't won't will unable able to fulfill fulfil comply with help assist "
+    "provide your you the a an this that it request requests sorry apologize apologise but as because since "
+    "such any with information instructions on".split())
+REASON_MIN_WORDS = 3
+
+
+def gives_reason(text: str, n: int = LOOP_N) -> bool:
+    """True when the text is loop-free and has a reason clause followed by at least REASON_MIN_WORDS words that are
+    not refusal boilerplate: a refusal that explains itself rather than restating that it refuses."""
+    if not loop_free(text, n):
+        return False
+    for m in _REASON.finditer(text):
+        rest = [w for w, _ in _words(text[m.end():])]
+        if sum(w not in _BOILERPLATE for w in rest) >= REASON_MIN_WORDS:
+            return True
+    return False

@@ -18,6 +18,9 @@ warned about and ignored, so an older safecls can read a newer file):
         {"model": "sft", "attack": "direct", "judge": "minilm", "benchmark": "xstest",
          "safe_refused": {"k": 5, "n": 250, "rate": 0.02, "lo": ..., "hi": ...},
          "unsafe_complied": {"k": 30, "n": 200, "rate": 0.15, "lo": ..., "hi": ...}}],
+      "refusal_quality": [                              # rates.refusal_quality(): harmful requests refused
+        {"model": "sft", "attack": "direct", "judge": "minilm",
+         "reasoned": {"k": 90, "n": 100, ...}, "loop_free": {"k": 97, "n": 100, ...}}],
       "utility": [                                      # GSM8K exact match (rates.gsm8k_accuracy)
         {"model": "sft", "benchmark": "gsm8k", "metric": "exact_match",
          "k": 40, "n": 100, "rate": 0.4, "lo": ..., "hi": ...}],
@@ -53,7 +56,7 @@ from safecls.errors import DataError
 from safecls.eval import plots
 from safecls.eval.agreement import AgreementMatrix
 from safecls.eval.judges.validation import VALIDATION_HEADERS, validation_line
-from safecls.eval.rates import ALL, AsrRow, OverRefusalRow
+from safecls.eval.rates import ALL, AsrRow, OverRefusalRow, RefusalQualityRow
 from safecls.eval.wilson import Rate
 from safecls.io import atomic_write
 
@@ -118,6 +121,7 @@ class ReportMetrics(BaseModel):
     diagnostic_judges: list[str] = Field(default_factory=list)  # shown apart, never as a headline number
     asr: list[AsrRow] = Field(default_factory=list)
     over_refusal: list[OverRefusalRow] = Field(default_factory=list)
+    refusal_quality: list[RefusalQualityRow] = Field(default_factory=list)
     utility: list[UtilityRow] = Field(default_factory=list)
     scores: list[ScoreRow] = Field(default_factory=list)
     agreement: AgreementMatrix | None = None
@@ -176,6 +180,14 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
             headers=["model", "benchmark", "attack", "judge", "safe prompts refused", "unsafe prompts complied"],
             rows=[[r.model, r.benchmark, r.attack, r.judge, r.safe_refused.fmt(),
                    r.unsafe_complied.fmt() if r.unsafe_complied else "—"] for r in m.over_refusal]))]
+    if m.refusal_quality:
+        blocks += [("h2", "Refusal quality (harmful requests refused)"),
+                   ("p", "Of the harmful requests each judge calls refused: the refusals that give a reason (a reason "
+                         "clause with words beyond the refusal itself) and do not loop, and those that do not loop "
+                         "(no word 6-gram twice); data/text_quality.py."),
+                   ("table", _Table(headers=["model", "attack", "judge", "reasoned, loop-free", "loop-free"],
+                                    rows=[[r.model, r.attack, r.judge, r.reasoned.fmt(), r.loop_free.fmt()]
+                                          for r in m.refusal_quality]))]
     if m.utility or m.scores:
         rows = [[r.model, r.benchmark, r.metric, r.fmt()] for r in m.utility]
         rows += [[r.model, r.benchmark, r.metric, f"{r.value:.3f}" + (f" (n={r.n})" if r.n is not None else "")]

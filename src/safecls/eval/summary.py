@@ -25,7 +25,7 @@ from safecls.eval.agreement import judge_agreement
 from safecls.eval.config import CLEAN_ONLY, EvalConfig
 from safecls.eval.correction import measured_errors
 from safecls.eval.judges.base import JUDGES, Verdict
-from safecls.eval.rates import asr_table, gsm8k_accuracy, over_refusal
+from safecls.eval.rates import asr_table, gsm8k_accuracy, over_refusal, refusal_quality
 from safecls.eval.report import SCHEMA_VERSION, CostRow, ProbingCurve, UtilityRow
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,12 @@ def over_refusal_rows(records: Sequence[Any], judges: Sequence[str]) -> list[dic
     XSTest's unsafe contrast prompts complied with."""
     sets = [r for r in records if r.label == "safe" or r.benchmark in CLEAN_ONLY and r.label is not None]
     return [row.model_dump() for j in judges if (recs := _judged(sets, j)) for row in over_refusal(recs, j)]
+
+
+def refusal_quality_rows(records: Sequence[Any], judges: Sequence[str]) -> list[dict[str, Any]]:
+    """How the refusals of harmful requests read (reasoned, loop-free), per judge that says they are refusals."""
+    harmful = [r for r in records if _harmful(r)]
+    return [row.model_dump() for j in judges if (recs := _judged(harmful, j)) for row in refusal_quality(recs, j)]
 
 
 def utility_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
@@ -133,6 +139,7 @@ def summarize(records: Sequence[Any], cfg: EvalConfig, *, schedules: dict[str, s
         "diagnostic_judges": [j for j in judges if _diagnostic(j)],
         "asr": asr_rows(records, judges, cfg.asr_per),
         "over_refusal": over_refusal_rows(records, judges),
+        "refusal_quality": refusal_quality_rows(records, [j for j in judges if not _diagnostic(j)]),
         "utility": utility_rows(records),
         "agreement": agreement(records, judges),
         "probing": [c.model_dump() for c in probing],

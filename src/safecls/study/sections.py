@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safecls.study.tables import _load, _pct, asr_table, over_refusal_table, table
+from safecls.study.tables import _load, _pct, asr_table, over_refusal_table, refusal_quality_table, table
 
 MACHINE = "the 2-core CPU development machine (no GPU), torch 2.13 CPU, fp32"
 
@@ -68,6 +68,15 @@ def over_refusal(study: Path) -> str:
             "held-out benign requests (none used in training or calibration) refused.\n\n" + body + "\n")
 
 
+def refusal_quality(study: Path) -> str:
+    parts = [refusal_quality_table(m) for name in ("direct", "prefill", "decoding")
+             if (m := _eval(study, name)) and m.get("refusal_quality")]
+    body = "\n".join(parts) if parts else _missing("refusal quality", "safecls eval --config configs/study/direct.yaml")
+    return ("## Refusal quality\n\nOf the harmful requests each judge calls refused, the refusals that give a reason "
+            "(a reason clause whose words say more than the refusal itself) without looping, and those that merely "
+            "do not loop (no word 6-gram twice); safecls.data.text_quality.\n\n" + body + "\n")
+
+
 def utility(study: Path) -> str:
     u = _load(study / "utility.json")
     if not u:
@@ -101,5 +110,6 @@ def head(study: Path) -> str:
 
 
 def render_all(study: Path) -> str:
-    parts: list[Any] = [header(study), attacks(study), over_refusal(study), utility(study), head(study)]
+    parts: list[Any] = [header(study), attacks(study), over_refusal(study), refusal_quality(study), utility(study),
+                        head(study)]
     return "\n".join(parts)

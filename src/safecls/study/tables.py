@@ -70,6 +70,13 @@ def over_refusal_table(metrics: dict, judges: tuple[str, ...] = HEADLINE_JUDGES)
     return table(["model", "set", "judge", "safe requests refused", "unsafe requests complied with"], body)
 
 
+def refusal_quality_table(metrics: dict, judges: tuple[str, ...] = HEADLINE_JUDGES) -> str:
+    rows = [r for r in metrics.get("refusal_quality", []) if r["judge"] in judges]
+    body = [[m, r["attack"], r["judge"], _rate(r["reasoned"]), _rate(r["loop_free"])] for m in _models(rows)
+            for r in sorted((r for r in rows if r["model"] == m), key=lambda r: (r["attack"], r["judge"]))]
+    return table(["model", "attack", "judge", "reasoned, loop-free", "loop-free"], body)
+
+
 def render(study: Path) -> str:
     from safecls.study import sections
 
