@@ -71,3 +71,26 @@ def test_refusal_insert():
     assert refusal_insert("", "", PREFIX) == PREFIX
     assert refusal_insert("", "Sure, here is", PREFIX) == " " + PREFIX  # after a prefill: a separate word
     assert refusal_insert("NotSorry", "", PREFIX) == " " + PREFIX  # only a whole word opens the refusal
+
+
+@pytest.mark.parametrize(("trigger_after", "openers"), [(" it is", 1), (" it is wrong and cruel. Step", 2)])
+def test_a_trigger_inside_the_replys_own_refusal_reason_leaves_it_alone(trigger_after, openers, monkeypatch):
+    """The model writes the refusal prefix and its reason; a confirmed trigger inside that first sentence must not cut
+    the reason with a second opener ("... because it Sorry, I cannot ..."). After the sentence has ended (a refusal,
+    then compliance) the reply is rolled back and the refusal opened again."""
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    tok = model.tokenizer
+    eng = Engine(model)
+    written = PREFIX + " it is wrong and cruel. Step one: mix the two"
+    words = tok(written, add_special_tokens=False)["input_ids"]
+    j = len(tok(PREFIX + trigger_after, add_special_tokens=False)["input_ids"])
+    assert tok.decode(words[:j]) == PREFIX + trigger_after  # the trigger lands right after these words
+    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, dict(enumerate(words))))
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * (j + 1) + [0.9] * 60))
+    cfg = DecodeConfig(max_new_tokens=len(words) + 8, min_new_tokens=len(words) + 8, schedule="every", tau=1)
+    pieces, final = _stream(eng, PROMPTS[:1], cfg)
+    assert pieces[0] == final[0]
+    assert final[0].count(PREFIX) == openers
+    assert final[0].startswith(tok.decode(words[:j]))
+    if openers == 1:
+        assert final[0].startswith(written)  # nothing rolled back, nothing inserted
