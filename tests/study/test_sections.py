@@ -28,3 +28,15 @@ def test_results_show_how_the_refusals_of_each_model_read(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
     assert "100.0%" in rows["safecls"] and "(n=3)" in rows["safecls"]  # the compliance is no refusal
     assert "0.0%" in rows["plain-sft"] and "(n=1)" in rows["plain-sft"]
+
+
+def test_results_show_gsm8k_exact_match_beside_the_nll(tmp_path):
+    run = tmp_path / "study" / "eval" / "gsm8k"
+    run.mkdir(parents=True)
+    rows = [{"model": "safecls", "benchmark": "gsm8k", "metric": "exact_match", "k": 3, "n": 200, "rate": 0.015,
+             "lo": 0.005, "hi": 0.043}]
+    (run / "metrics.json").write_text(json.dumps({"utility": rows}))
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    section = text.split("## Utility")[1].split("\n## ")[0]
+    assert "Not measured yet: reference NLL" in section  # no utility.json: the NLL's command, the GSM8K table still
+    assert "| safecls | 1.5% [0.5, 4.3] (n=200) |" in section

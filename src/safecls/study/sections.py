@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safecls.study.tables import _load, _pct, asr_table, over_refusal_table, refusal_quality_table, table
+from safecls.study.tables import _load, _pct, _rate, asr_table, over_refusal_table, refusal_quality_table, table
 
 MACHINE = "the 2-core CPU development machine (no GPU), torch 2.13 CPU, fp32"
 
@@ -78,14 +78,20 @@ def refusal_quality(study: Path) -> str:
 
 
 def utility(study: Path) -> str:
-    u = _load(study / "utility.json")
-    if not u:
-        return "## Utility\n\n" + _missing("reference NLL", "safecls study utility --model base=base ...") + "\n"
+    u = _load(study / "utility.json") or {}
     base = u.get("base", {}).get("mean")
     rows = [[m, f"{v['mean']:.4f}", str(v["tokens"]), f"{v['mean'] / base:.3f}x" if base else "—"] for m, v in u.items()]
+    nll_part = (table(["model", "NLL", "tokens", "vs base"], rows) if rows
+                else _missing("reference NLL", "safecls study utility --model base=base ..."))
+    gsm = _eval(study, "gsm8k")
+    gsm_rows = [[r["model"], _rate(r)] for r in (gsm or {}).get("utility", []) if r["benchmark"] == "gsm8k"]
+    gsm_part = (table(["model", "GSM8K exact match"], gsm_rows) if gsm_rows
+                else _missing("GSM8K", "safecls eval --config configs/study/gsm8k.yaml"))
     return ("## Utility\n\nMean NLL (nats per token) of the held-out benign requests' reference answers (written by the "
             "datasets' authors), teacher-forced through each model as it decodes; target for the shipped model: at "
-            "most 1.05x the base model's.\n\n" + table(["model", "NLL", "tokens", "vs base"], rows) + "\n")
+            "most 1.05x the base model's.\n\n" + nll_part
+            + "\nGSM8K (200 test problems, greedy, 256 new tokens; the last number against the reference):\n\n" + gsm_part
+            + "\n")
 
 
 def head(study: Path) -> str:
