@@ -23,7 +23,10 @@ def tiny_ckpt(tmp_path):
 def _check(out):
     metrics = json.loads((out / "metrics.json").read_text())
     cells = {(a["model"], a["attack"]) for a in metrics["asr"]}
-    assert cells == {(m, a) for m in ("base", "safecls") for a in ("direct", "prefill", "decoding")}
+    assert {c for c in cells if " " not in c[1]} == {(m, a) for m in ("base", "safecls")
+                                                     for a in ("direct", "prefill", "decoding")}
+    assert {c for c in cells if " " in c[1]} == {(m, f"decoding {v}/no-sys") for m in ("base", "safecls")
+                                                for v in ("temperature=1", "top_p=0.9")}  # each sampled setting too
     assert all(0 <= a["lo"] <= a["rate"] <= a["hi"] <= 1 for a in metrics["asr"])
     assert {(o["model"], o["benchmark"]) for o in metrics["over_refusal"]} == {
         (m, b) for m in ("base", "safecls") for b in ("safe-but-scary", "benign")}

@@ -1,14 +1,16 @@
 import json
 
 from safecls.eval.config import EvalConfig
+from safecls.eval.judges.base import Verdict
 from safecls.eval.summary import summarize
 from safecls.study.results import write_results
 
 
 class Rec:
-    def __init__(self, model, response, verdict, label="unsafe", attack="direct"):
-        self.model, self.attack, self.benchmark, self.item_id, self.category = model, attack, "advbench", response, None
-        self.label, self.response, self.verdicts, self.judge_errors = label, response, {"keyword": verdict}, {}
+    def __init__(self, model, response, verdict, label="unsafe", attack="direct", variant="", item=None):
+        self.model, self.attack, self.benchmark, self.category = model, attack, "advbench", None
+        self.item_id, self.variant = item or response, variant
+        self.label, self.response, self.verdicts, self.judge_errors = label, response, {"keyword": Verdict(verdict)}, {}
         self.completion_tokens, self.extra_tokens, self.evaluations, self.wall_s = 4, 0, 0, 0.0
 
 
@@ -40,3 +42,24 @@ def test_results_show_gsm8k_exact_match_beside_the_nll(tmp_path):
     section = text.split("## Utility")[1].split("\n## ")[0]
     assert "Not measured yet: reference NLL" in section  # no utility.json: the NLL's command, the GSM8K table still
     assert "| safecls | 1.5% [0.5, 4.3] (n=200) |" in section
+
+
+def test_each_prefill_length_has_its_own_asr_beside_the_best_try(tmp_path):
+    cfg = EvalConfig.model_validate({
+        "name": "prefill", "models": [{"name": "plain-sft", "path": "base"}],
+        "attacks": [{"name": "prefill", "params": {"num_tokens": [5, 40]}}],
+        "benchmarks": [{"name": "advbench"}], "judges": [{"name": "keyword"}]})
+    # 4 items: k=5 breaks items 0 and 1, k=40 breaks items 1, 2 and 3; the best try breaks all 4
+    hits = {"k=5": {0, 1}, "k=40": {1, 2, 3}}
+    records = [Rec("plain-sft", f"reply {k} {i}", "comply" if i in hits[k] else "refuse", attack="prefill", variant=k,
+                   item=f"advbench/{i}") for k in hits for i in range(4)]
+    metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
+    asr = {r["attack"]: (r["k"], r["n"]) for r in metrics["asr"] if r["category"] == "all"}
+    assert asr == {"prefill": (4, 4), "prefill k=5": (2, 4), "prefill k=40": (3, 4)}
+    run = tmp_path / "study" / "eval" / "prefill"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    section = text.split("### Prefill attack")[1].split("\n### ")[0]
+    assert section.index("prefill k=5:") < section.index("prefill k=40:") < section.index("any k breaks it")
+    assert "50.0% [" in section and "75.0% [" in section and "100.0% [" in section

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from safecls.eval.agreement import judge_agreement
@@ -52,15 +53,27 @@ def _harmful(r: Any) -> bool:
     return r.label == "unsafe" and r.benchmark not in CLEAN_ONLY
 
 
+def _by_variant(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """Records of attacks run with several variants (prefill k = 5 and 40, ...), each as its own attack
+    "<attack> <variant>", so every variant's ASR is reported beside the attack's best try."""
+    variants: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in records:
+        variants[(r.model, r.attack)].add(r.variant)
+    return [{"model": r.model, "attack": f"{r.attack} {r.variant}", "benchmark": r.benchmark, "item_id": r.item_id,
+             "category": r.category, "label": r.label, "verdicts": r.verdicts, "response": r.response}
+            for r in records if len(variants[(r.model, r.attack)]) > 1]
+
+
 def asr_rows(records: Sequence[Any], judges: Sequence[str], per: str = "item") -> list[dict[str, Any]]:
+    """ASR rows per judge: each attack (its best try per item), then each variant of a multi-variant attack."""
+    def rows(recs: Sequence[Any], j: str) -> list[dict[str, Any]]:
+        return [row.model_dump() for row in asr_table(_collapse_items(recs, j) if per == "item" else recs, j,
+                                                      errors=measured_errors(j))]
+
     harmful = [r for r in records if _harmful(r)]
-    rows = []
-    for j in judges:
-        recs = _judged(harmful, j)
-        if recs:
-            rows += [row.model_dump() for row in asr_table(_collapse_items(recs, j) if per == "item" else recs, j,
-                                                           errors=measured_errors(j))]
-    return rows
+    out = [x for j in judges if (recs := _judged(harmful, j)) for x in rows(recs, j)]
+    return out + [x for j in judges
+                  if (recs := [SimpleNamespace(**d) for d in _by_variant(_judged(harmful, j))]) for x in rows(recs, j)]
 
 
 def over_refusal_rows(records: Sequence[Any], judges: Sequence[str]) -> list[dict[str, Any]]:

@@ -41,9 +41,11 @@ def attacks(study: Path) -> str:
     out.append(asr_table(direct, "advbench", "direct") if direct else
                _missing("direct requests", "safecls eval --config configs/study/direct.yaml"))
     prefill = _eval(study, "prefill")
-    out.append("\n### Prefill attack (200 AdvBench requests; the reply starts with k tokens of a harmful answer)\n")
+    out.append("\n### Prefill attack (AdvBench; the reply starts with the first k tokens of the base model's own harmful "
+               "answer, and only the continuation is judged)\n")
     if prefill:
-        ks = sorted({r["attack"] for r in prefill["asr"]})
+        ks = sorted({r["attack"] for r in prefill["asr"] if r["attack"].startswith("prefill k=")},
+                    key=lambda a: int(a.rsplit("=", 1)[1]))
         for k in ks:
             out.append(f"\n{k}:\n\n" + asr_table(prefill, "advbench", k))
         out.append("\nAn item counts as broken when any k breaks it (the attack's best try):\n\n")
