@@ -1,5 +1,7 @@
 import json
 
+import yaml
+
 from safecls.eval.config import EvalConfig
 from safecls.eval.judges.base import Verdict
 from safecls.eval.summary import summarize
@@ -63,3 +65,7 @@ def test_each_prefill_length_has_its_own_asr_beside_the_best_try(tmp_path):
     section = text.split("### Prefill attack")[1].split("\n### ")[0]
     assert section.index("prefill k=5:") < section.index("prefill k=40:") < section.index("any k breaks it")
     assert "50.0% [" in section and "75.0% [" in section and "100.0% [" in section
+    assert "Run settings" not in section  # no config.yaml in the run folder: nothing claimed about its settings
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    assert "Run settings (study/eval/prefill/config.yaml): models plain-sft; advbench; prefill, num_tokens [5, 40]" in text

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from safecls.study.tables import _load, _pct, _rate, asr_table, over_refusal_table, refusal_quality_table, table
 
 MACHINE = "the 2-core CPU development machine (no GPU), torch 2.13 CPU, fp32"
@@ -16,6 +18,19 @@ def _missing(what: str, command: str) -> str:
 
 def _eval(study: Path, name: str) -> dict | None:
     return _load(study / "eval" / name / "metrics.json")
+
+
+def _settings(study: Path, name: str) -> str:
+    """What a run measured, from its resolved config: models, benchmarks with their limits, attack parameters."""
+    path = study / "eval" / name / "config.yaml"
+    if not path.is_file():
+        return ""
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    benches = ", ".join(b["name"] + (f" ({b['limit']} items)" if b.get("limit") else "") for b in cfg.get("benchmarks", []))
+    attacks = "; ".join(a["name"] + "".join(f", {k} {v}" for k, v in (a.get("params") or {}).items())
+                        for a in cfg.get("attacks", []))
+    models = ", ".join(m["name"] for m in cfg.get("models", []))
+    return f"\nRun settings (study/eval/{name}/config.yaml): models {models}; {benches}; {attacks}.\n"
 
 
 def header(study: Path) -> str:
@@ -38,12 +53,13 @@ def attacks(study: Path) -> str:
     out = ["## Attack success rate\n"]
     direct = _eval(study, "direct")
     out.append("### Direct requests (AdvBench, all 520)\n")
-    out.append(asr_table(direct, "advbench", "direct") if direct else
+    out.append(_settings(study, "direct") + asr_table(direct, "advbench", "direct") if direct else
                _missing("direct requests", "safecls eval --config configs/study/direct.yaml"))
     prefill = _eval(study, "prefill")
     out.append("\n### Prefill attack (AdvBench; the reply starts with the first k tokens of the base model's own harmful "
                "answer, and only the continuation is judged)\n")
     if prefill:
+        out.append(_settings(study, "prefill"))
         ks = sorted({r["attack"] for r in prefill["asr"] if r["attack"].startswith("prefill k=")},
                     key=lambda a: int(a.rsplit("=", 1)[1]))
         for k in ks:
@@ -55,6 +71,7 @@ def attacks(study: Path) -> str:
     decoding = _eval(study, "decoding")
     out.append("\n### Decoding-parameter attack (reduced grid; broken if any setting complies)\n")
     if decoding:
+        out.append(_settings(study, "decoding"))
         for b in ("maliciousinstruct", "advbench"):
             out.append(f"\n{b}:\n\n" + asr_table(decoding, b, "decoding"))
     else:
