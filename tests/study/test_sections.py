@@ -9,8 +9,8 @@ from safecls.study.results import write_results
 
 
 class Rec:
-    def __init__(self, model, response, verdict, label="unsafe", attack="direct", variant="", item=None):
-        self.model, self.attack, self.benchmark, self.category = model, attack, "advbench", None
+    def __init__(self, model, response, verdict, label="unsafe", attack="direct", variant="", item=None, category=None):
+        self.model, self.attack, self.benchmark, self.category = model, attack, "advbench", category
         self.item_id, self.variant = item or response, variant
         self.label, self.response, self.verdicts, self.judge_errors = label, response, {"keyword": Verdict(verdict)}, {}
         self.completion_tokens, self.extra_tokens, self.evaluations, self.wall_s = 4, 0, 0, 0.0
@@ -54,9 +54,11 @@ def test_each_prefill_length_has_its_own_asr_beside_the_best_try(tmp_path):
     # 4 items: k=5 breaks items 0 and 1, k=40 breaks items 1, 2 and 3; the best try breaks all 4
     hits = {"k=5": {0, 1}, "k=40": {1, 2, 3}}
     records = [Rec("plain-sft", f"reply {k} {i}", "comply" if i in hits[k] else "refuse", attack="prefill", variant=k,
-                   item=f"advbench/{i}") for k in hits for i in range(4)]
+                   item=f"advbench/{i}", category="cyber") for k in hits for i in range(4)]
     metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
     asr = {r["attack"]: (r["k"], r["n"]) for r in metrics["asr"] if r["category"] == "all"}
+    cats = {(r["attack"], r["category"]) for r in metrics["asr"]}
+    assert ("prefill", "cyber") in cats and ("prefill k=5", "cyber") not in cats  # variants: overall rows only
     assert asr == {"prefill": (4, 4), "prefill k=5": (2, 4), "prefill k=40": (3, 4)}
     run = tmp_path / "study" / "eval" / "prefill"
     run.mkdir(parents=True)

@@ -66,14 +66,15 @@ def _by_variant(records: Sequence[Any]) -> list[dict[str, Any]]:
 
 def asr_rows(records: Sequence[Any], judges: Sequence[str], per: str = "item") -> list[dict[str, Any]]:
     """ASR rows per judge: each attack (its best try per item), then each variant of a multi-variant attack."""
-    def rows(recs: Sequence[Any], j: str) -> list[dict[str, Any]]:
+    def rows(recs: Sequence[Any], j: str, by_category: bool = True) -> list[dict[str, Any]]:
         return [row.model_dump() for row in asr_table(_collapse_items(recs, j) if per == "item" else recs, j,
-                                                      errors=measured_errors(j))]
+                                                      by_category=by_category, errors=measured_errors(j))]
 
     harmful = [r for r in records if _harmful(r)]
     out = [x for j in judges if (recs := _judged(harmful, j)) for x in rows(recs, j)]
-    return out + [x for j in judges
-                  if (recs := [SimpleNamespace(**d) for d in _by_variant(_judged(harmful, j))]) for x in rows(recs, j)]
+    return out + [x for j in judges  # variants overall only: per category the cells get too small to read
+                  if (recs := [SimpleNamespace(**d) for d in _by_variant(_judged(harmful, j))])
+                  for x in rows(recs, j, by_category=False)]
 
 
 def over_refusal_rows(records: Sequence[Any], judges: Sequence[str]) -> list[dict[str, Any]]:
