@@ -122,3 +122,14 @@ def test_the_smoke_config_runs_end_to_end_on_a_tiny_model(tiny_checkpoint, share
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {r["judge"] for r in metrics["asr"]} == {j.name for j in cfg.judges}
     assert (run_dir / "report.html").is_file()
+
+
+@pytest.mark.parametrize(("checkpoint", "problem"), [("default", None), ("untrained", None),
+                                                      ("base", "has no safety head"),
+                                                      ("no/such/folder", "is not a safecls checkpoint")])
+def test_the_head_judge_takes_the_model_names_that_have_a_head(checkpoint, problem):
+    from safecls.eval.config import JudgeSpec
+    from safecls.eval.runner import _judge_problem
+
+    got = _judge_problem(JudgeSpec(name="safecls-head", params={"checkpoint": checkpoint}))
+    assert got is None if problem is None else problem in got and "Fix:" in got

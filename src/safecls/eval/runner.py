@@ -37,7 +37,7 @@ from safecls.eval.config import AttackSpec, BenchmarkSpec, EvalConfig, ModelSpec
 from safecls.eval.judges import JUDGES, Judge
 from safecls.eval.run_records import DoneKeys, EvalRecord, judge_into, merge_logs, read_records, record_key, rejudge
 from safecls.io import ResultLog, atomic_write, atomic_write_json
-from safecls.model.resolve import check_model_ref
+from safecls.model.resolve import BASE, PLAIN, check_model_ref
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,15 @@ def _judge_problem(spec: Any) -> str | None:
     except TypeError as e:
         return f"judges.{spec.name}.params: {e}. Fix: see the {cls.__name__} docstring"
     ck = spec.params.get("checkpoint")
-    if ck is not None and not (Path(ck).expanduser() / "safecls_config.json").is_file():
-        return f"judges.{spec.name}.params.checkpoint: {ck!r} is not a safecls checkpoint. Fix: train it first"
+    if ck is None:
+        return None
+    where = f"judges.{spec.name}.params.checkpoint"
+    try:
+        check_model_ref(str(ck), where=where)
+    except ConfigError as e:
+        return str(e)
+    if str(ck) == BASE or str(ck).startswith(PLAIN):
+        return f"{where}: {ck!r} has no safety head. Fix: pass default, untrained or a safecls checkpoint folder"
     return None
 
 

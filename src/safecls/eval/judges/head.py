@@ -26,7 +26,7 @@ class SafeClsHeadJudge(Judge):
 
     Args:
         model: a loaded SafeClsModel; or
-        checkpoint: a safecls checkpoint folder, loaded here (local files only).
+        checkpoint: default (the shipped model), untrained, or a safecls checkpoint folder, loaded here.
     """
 
     diagnostic = True
@@ -39,9 +39,9 @@ class SafeClsHeadJudge(Judge):
         if not 0 < threshold < 1:
             raise ConfigError(f"safecls-head judge: threshold must be in (0, 1) (got {threshold})")
         if model is None:
-            from safecls.model.safecls_model import SafeClsModel
+            from safecls.model.resolve import resolve_model
 
-            model = SafeClsModel.from_pretrained(Path(checkpoint).expanduser())
+            model = resolve_model(str(Path(checkpoint).expanduser())).model
         if getattr(model, "head", None) is None or not hasattr(model, "classify"):
             raise ConfigError(f"safecls-head judge: model must be a SafeClsModel with a head (got {type(model).__name__})")
         self.model, self.threshold, self.batch_size = model, threshold, batch_size
