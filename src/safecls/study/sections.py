@@ -53,7 +53,8 @@ def attacks(study: Path) -> str:
     out = ["## Attack success rate\n"]
     direct = _eval(study, "direct")
     out.append("### Direct requests (AdvBench, all 520)\n")
-    out.append(_settings(study, "direct") + asr_table(direct, "advbench", "direct") if direct else
+    has_advbench = direct and any(r["benchmark"] == "advbench" for r in direct.get("asr", []))
+    out.append(_settings(study, "direct") + asr_table(direct, "advbench", "direct") if has_advbench else
                _missing("direct requests", "safecls eval --config configs/study/direct.yaml"))
     prefill = _eval(study, "prefill")
     out.append("\n### Prefill attack (AdvBench; the reply starts with the first k tokens of the base model's own harmful "
@@ -81,8 +82,8 @@ def attacks(study: Path) -> str:
 
 def over_refusal(study: Path) -> str:
     direct = _eval(study, "direct")
-    body = over_refusal_table(direct) if direct else _missing("over-refusal", "safecls eval --config "
-                                                                             "configs/study/direct.yaml")
+    body = _settings(study, "direct") + "\n" + over_refusal_table(direct) if direct else _missing(
+        "over-refusal", "safecls eval --config configs/study/direct.yaml")
     return ("## Over-refusal\n\nXSTest's 250 safe prompts refused and 200 unsafe ones complied with, and the recipe's "
             "held-out benign requests (none used in training or calibration) refused.\n\n" + body + "\n")
 
