@@ -53,14 +53,14 @@ def _harmful(r: Any) -> bool:
     return r.label == "unsafe" and r.benchmark not in CLEAN_ONLY
 
 
-def _by_variant(records: Sequence[Any]) -> list[dict[str, Any]]:
+def _by_variant(records: Sequence[Any]) -> list[SimpleNamespace]:
     """Records of attacks run with several variants (prefill k = 5 and 40, ...), each as its own attack
     "<attack> <variant>", so every variant's ASR is reported beside the attack's best try."""
     variants: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in records:
         variants[(r.model, r.attack)].add(r.variant)
-    return [{"model": r.model, "attack": f"{r.attack} {r.variant}", "benchmark": r.benchmark, "item_id": r.item_id,
-             "category": r.category, "label": r.label, "verdicts": r.verdicts, "response": r.response}
+    return [SimpleNamespace(model=r.model, attack=f"{r.attack} {r.variant}", benchmark=r.benchmark, item_id=r.item_id,
+                            category=r.category, label=r.label, verdicts=r.verdicts, response=r.response)
             for r in records if len(variants[(r.model, r.attack)]) > 1]
 
 
@@ -73,7 +73,7 @@ def asr_rows(records: Sequence[Any], judges: Sequence[str], per: str = "item") -
     harmful = [r for r in records if _harmful(r)]
     out = [x for j in judges if (recs := _judged(harmful, j)) for x in rows(recs, j)]
     return out + [x for j in judges  # variants overall only: per category the cells get too small to read
-                  if (recs := [SimpleNamespace(**d) for d in _by_variant(_judged(harmful, j))])
+                  if (recs := _by_variant(_judged(harmful, j)))
                   for x in rows(recs, j, by_category=False)]
 
 

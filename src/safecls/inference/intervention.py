@@ -14,9 +14,9 @@ back and opens the refusal again as usual.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from safecls.data.text_quality import sentence_ends
 from safecls.inference.rows import Row
 from safecls.inference.strategic import Action
 from safecls.inference.trace import Intervention
@@ -36,13 +36,10 @@ def refusal_insert(kept: str, prefill_end: str, prefix: str) -> str:
     return prefix if not before or before[-1].isspace() else " " + prefix
 
 
-_SENTENCE_END = re.compile(r"[.!?\n]")
-
-
 def inside_refusal_reason(kept: str, prefix: str) -> bool:
     """True when `kept` has written the refusal `prefix` and the sentence it opened has not ended yet."""
     at = kept.rfind(prefix)
-    return at >= 0 and not _SENTENCE_END.search(kept, at + len(prefix))
+    return at >= 0 and not any(end > at + len(prefix) for end in sentence_ends(kept))
 
 
 def intervene(r: Row, action: Action, at: int, step: int, tok: Any) -> bool:

@@ -110,7 +110,7 @@ def utility(study: Path) -> str:
     return ("## Utility\n\nMean NLL (nats per token) of the held-out benign requests' reference answers (written by the "
             "datasets' authors), teacher-forced through each model as it decodes; target for the shipped model: at "
             "most 1.05x the base model's.\n\n" + nll_part
-            + "\nGSM8K (200 test problems, greedy, 256 new tokens; the last number against the reference):\n\n" + gsm_part
+            + "\nGSM8K (greedy; the last number against the reference):\n" + _settings(study, "gsm8k") + "\n" + gsm_part
             + "\n")
 
 
