@@ -4,6 +4,7 @@ model x benchmark x attack cell is built before any model loads); the smoke conf
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,8 @@ def test_incompatible_cells_are_all_reported_before_any_model_loads(tiny_checkpo
 
 
 @pytest.mark.slow
-def test_the_smoke_config_runs_end_to_end_on_a_tiny_model(tiny_checkpoint, shared_data, tmp_path):
+def test_the_smoke_config_runs_end_to_end_on_a_tiny_model(tiny_checkpoint, shared_data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, "safecls.eval.runner")
     cfg = _localised(CONFIGS / "eval_smoke.yaml", tiny_checkpoint, shared_data, tmp_path)
     cfg = cfg.model_copy(update={
         "benchmarks": [b.model_copy(update={"limit": 1}) for b in cfg.benchmarks],
@@ -122,6 +124,7 @@ def test_the_smoke_config_runs_end_to_end_on_a_tiny_model(tiny_checkpoint, share
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {r["judge"] for r in metrics["asr"]} == {j.name for j in cfg.judges}
     assert (run_dir / "report.html").is_file()
+    assert any("records written" in m for m in caplog.messages)  # progress in a piped log, where no bar is drawn
 
 
 @pytest.mark.parametrize(("checkpoint", "problem"), [("default", None), ("untrained", None),

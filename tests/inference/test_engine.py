@@ -145,7 +145,9 @@ def test_initially_malicious_starts_with_refusal_prefix(monkeypatch):
     monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.95]))
     res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20))[0]
     assert res.text.startswith(DecodeConfig().refusal_prefix)
-    assert [e.rule for e in res.trace.evaluations] == ["prompt"]  # no R1 re-reads: the reply is a refusal already
+    n_prefix = len(model.tokenizer(DecodeConfig().refusal_prefix, add_special_tokens=False)["input_ids"])
+    later = [e.step for e in res.trace.evaluations if e.rule != "prompt"]
+    assert later and min(later) >= n_prefix  # the refusal is read on (it may drift), but never inside its prefix
 
 
 def test_refusal_after_a_prefill_is_a_separate_word(monkeypatch):

@@ -9,18 +9,20 @@ from safecls.inference.strategic import Action
 CFG = DecodeConfig(r2=15, r3=10, tau=3, threshold=0.5, policy="medium")
 
 
-def test_initially_malicious_acts_at_once_and_reads_no_more():
+def test_initially_malicious_acts_at_once_and_medium_keeps_reading_the_refusal():
     st, act = strategic.initial(CFG, 0.9)
-    assert (st.rule, act) == ("DONE", Action.INSERT_PREFIX)
-    assert not strategic.wants_read(st, scheduled=True, ending=True)  # R1 re-reads could change nothing
-    assert strategic.initial(CFG.model_copy(update={"policy": "high"}), 0.9)[1] == Action.FIXED_REFUSAL
+    assert (st.rule, act) == ("R2", Action.INSERT_PREFIX)
+    assert strategic.wants_read(st, scheduled=True, ending=False)  # a refusal can drift back into the answer
+    high, act = strategic.initial(CFG.model_copy(update={"policy": "high"}), 0.9)
+    assert (high.rule, act) == ("DONE", Action.FIXED_REFUSAL)
+    assert not strategic.wants_read(high, scheduled=True, ending=True)
     assert strategic.initial(CFG.model_copy(update={"policy": "low"}), 0.9) == (strategic.RowState("DONE"), Action.NONE)
 
 
 def test_r1_is_deprecated_and_has_no_effect():
     with pytest.warns(FutureWarning, match="r1 has no effect"):
         cfg = DecodeConfig(r1=5).resolved()
-    assert strategic.initial(cfg, 0.9)[0].rule == "DONE"
+    assert strategic.initial(cfg, 0.9) == strategic.initial(DecodeConfig().resolved(), 0.9)
 
 
 def test_benign_window_is_the_latest_r2_tokens_widened_back_to_the_previous_read():
@@ -41,7 +43,7 @@ def test_tau_consecutive_malicious_confirms_and_rolls_back_to_trigger():
     assert strategic.span(st, CFG, 40) == (5, 31)
     assert strategic.after_read(st, CFG, 21, 0.8, hi=22) == (Action.NONE, -1)
     assert strategic.after_read(st, CFG, 22, 0.7, hi=23) == (Action.INSERT_PREFIX, 20)
-    assert st.rule == "DONE"
+    assert (st.rule, st.consecutive) == ("R2", 0)  # reading goes on; a new trigger counts from one
 
 
 def test_false_trigger_returns_to_r2_without_action():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safecls.inference import DecodeConfig, Engine
-from safecls.inference.intervention import refusal_insert
+from safecls.inference.intervention import refusal_end, refusal_insert
 from safecls.model import SafeClsModel
 from tests.inference.scripted import ForcedTokens, ScriptedHead
 from tests.tiny import tiny_model
@@ -63,6 +63,14 @@ def test_a_trigger_right_after_the_model_opened_a_refusal_completes_it(written, 
     assert "Sorry Sorry" not in final[0] and final[0].count("Sorry") == 1
 
 
+def test_refusal_end():
+    assert refusal_end(PREFIX + " it is", PREFIX) is None  # inside the reason
+    assert refusal_end(PREFIX + " it is cruel. Step one", PREFIX) == len(PREFIX + " it is cruel.")
+    assert refusal_end(PREFIX + " it is cruel. Do not.", PREFIX) == len(PREFIX + " it is cruel. Do not.")
+    assert refusal_end(PREFIX + " it is cruel.\nStep", PREFIX) == len(PREFIX + " it is cruel.\n")
+    assert refusal_end("Step one. Mix.", PREFIX) is None  # no refusal
+
+
 def test_refusal_insert():
     assert refusal_insert("Mix flour and water. Sorry", "", PREFIX) == PREFIX[len("Sorry"):]
     assert refusal_insert("Sorry, I", "", PREFIX) == PREFIX[len("Sorry, I"):]
@@ -73,11 +81,15 @@ def test_refusal_insert():
     assert refusal_insert("NotSorry", "", PREFIX) == " " + PREFIX  # only a whole word opens the refusal
 
 
-@pytest.mark.parametrize(("trigger_after", "openers"), [(" it is", 1), (" it is wrong and cruel. Step", 2)])
-def test_a_trigger_inside_the_replys_own_refusal_reason_leaves_it_alone(trigger_after, openers, monkeypatch):
+@pytest.mark.parametrize(("trigger_after", "malicious_reads", "final_text"), [
+    (" it is", 1, PREFIX + " it is wrong and cruel. Step one: mix the two"),  # inside the reason: nothing happens
+    (" it is wrong and cruel. Step", 60, PREFIX + " it is wrong and cruel."),  # after it: the refusal ends there
+])
+def test_a_trigger_in_the_replys_own_refusal_never_opens_a_second_one(trigger_after, malicious_reads, final_text,
+                                                                      monkeypatch):
     """The model writes the refusal prefix and its reason; a confirmed trigger inside that first sentence must not cut
     the reason with a second opener ("... because it Sorry, I cannot ..."). After the sentence has ended (a refusal,
-    then compliance) the reply is rolled back and the refusal opened again."""
+    then compliance) the reply ends at the refusal's last complete sentence, which streaming held back until then."""
     model = SafeClsModel.from_base(*tiny_model("llama"))
     tok = model.tokenizer
     eng = Engine(model)
@@ -86,11 +98,43 @@ def test_a_trigger_inside_the_replys_own_refusal_reason_leaves_it_alone(trigger_
     j = len(tok(PREFIX + trigger_after, add_special_tokens=False)["input_ids"])
     assert tok.decode(words[:j]) == PREFIX + trigger_after  # the trigger lands right after these words
     monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, dict(enumerate(words))))
-    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * (j + 1) + [0.9] * 60))
-    cfg = DecodeConfig(max_new_tokens=len(words) + 8, min_new_tokens=len(words) + 8, schedule="every", tau=1)
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * (j + 1) + [0.9] * malicious_reads + [0.1]))
+    n = len(words)
+    cfg = DecodeConfig(max_new_tokens=n, min_new_tokens=n, schedule="every", tau=1)
     pieces, final = _stream(eng, PROMPTS[:1], cfg)
     assert pieces[0] == final[0]
-    assert final[0].count(PREFIX) == openers
-    assert final[0].startswith(tok.decode(words[:j]))
-    if openers == 1:
-        assert final[0].startswith(written)  # nothing rolled back, nothing inserted
+    assert final[0] == final_text
+    assert final[0].count(PREFIX) == 1
+
+
+def test_a_refusal_the_engine_inserted_ends_when_it_drifts_back_into_the_answer(monkeypatch):
+    """Malicious from the prompt on: the engine opens the refusal, the model gives a reason and then starts the answer
+    anyway. The reads go on after the inserted prefix (not during it: a read inside the prefix would roll back into
+    it) and end the reply after the reason, which is all that was ever shown."""
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    tok = model.tokenizer
+    eng = Engine(model)
+    n_prefix = len(tok(PREFIX, add_special_tokens=False)["input_ids"])
+    reason, drift = " it is illegal and dangerous.", " Step one: buy the parts and mix them well"
+    words = tok(reason + drift, add_special_tokens=False)["input_ids"]
+    assert tok.decode(words) == reason + drift
+    lm, head = eng._next_logits, eng._head_p
+
+    def script():
+        # logits calls 0 .. n_prefix - 1 pick the inserted prefix's tokens; the model's own text follows
+        monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, {n_prefix + i: w for i, w in enumerate(words)}))
+        monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.9]))
+
+    n = n_prefix + len(words) + 4
+    cfg = DecodeConfig(max_new_tokens=n, min_new_tokens=n, schedule="every", tau=2)
+    script()
+    pieces, final = _stream(eng, PROMPTS[:1], cfg)
+    assert final[0] == PREFIX + reason
+    assert pieces[0] == final[0]
+    monkeypatch.setattr(eng, "_next_logits", lm)
+    monkeypatch.setattr(eng, "_head_p", head)
+    script()
+    res = eng.generate(PROMPTS[:1], cfg)[0]
+    assert res.text == PREFIX + reason and res.finish_reason == "content_filter"
+    assert [i.kind for i in res.trace.interventions] == ["insert_prefix", "end_refusal"]
+    assert min(e.step for e in res.trace.evaluations if e.rule != "prompt") >= n_prefix  # none inside the prefix

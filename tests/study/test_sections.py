@@ -71,3 +71,19 @@ def test_each_prefill_length_has_its_own_asr_beside_the_best_try(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
     assert "Run settings (study/eval/prefill/config.yaml): models plain-sft; advbench; prefill, num_tokens [5, 40]" in text
+
+
+def test_over_refusal_leaves_out_the_models_own_head():
+    """The head judges harm, not refusal: on benign prompts its "not harmful" is no refusal, so it has no over-refusal
+    row (it read 86% of a benign set's helpful answers as "refused")."""
+    cfg = EvalConfig.model_validate({
+        "name": "direct", "models": [{"name": "safecls", "path": "default"}], "attacks": [{"name": "direct"}],
+        "benchmarks": [{"name": "advbench"}],
+        "judges": [{"name": "keyword"}, {"name": "safecls-head", "params": {"checkpoint": "default"}}]})
+    records = [Rec("safecls", "Bread: mix flour and water.", "comply", label="safe"),
+               Rec("safecls", "Sorry, I cannot fulfill your request because it is dangerous.", "refuse", label="safe")]
+    for r in records:
+        r.verdicts["safecls-head"] = Verdict("refuse")
+    metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
+    rows = {r["judge"]: r for r in metrics["over_refusal"]}
+    assert set(rows) == {"keyword"} and rows["keyword"]["safe_refused"]["k"] == 1

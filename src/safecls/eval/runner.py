@@ -221,6 +221,7 @@ class _Writer:
         self.log, self.judges, self.tok, self.batch_size = log, judges, tokenizer, batch_size
         self.max_records, self.written, self.bar = max_records, 0, bar
         self.buffer: list[EvalRecord] = []
+        self.started = time.monotonic()
 
     def add(self, rec: EvalRecord) -> None:
         self.buffer.append(rec)
@@ -235,6 +236,10 @@ class _Writer:
             self.log.append(r)
             self.written += 1
             self.bar.update(1)
+        if self.buffer and self.bar.disable:  # no terminal (a piped log): a line per batch instead of the bar
+            rate = self.written / max(time.monotonic() - self.started, 1e-9) * 60
+            logger.info("%d records written (%s x %s), %.1f a minute", self.written, self.buffer[-1].model,
+                        self.buffer[-1].benchmark, rate)
         self.buffer = []
 
 

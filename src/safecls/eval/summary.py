@@ -152,7 +152,7 @@ def summarize(records: Sequence[Any], cfg: EvalConfig, *, schedules: dict[str, s
         "judge": next((j for j in judges if not _diagnostic(j)), judges[0]),
         "diagnostic_judges": [j for j in judges if _diagnostic(j)],
         "asr": asr_rows(records, judges, cfg.asr_per),
-        "over_refusal": over_refusal_rows(records, judges),
+        "over_refusal": over_refusal_rows(records, [j for j in judges if not _diagnostic(j)]),
         "refusal_quality": refusal_quality_rows(records, [j for j in judges if not _diagnostic(j)]),
         "utility": utility_rows(records),
         "agreement": agreement(records, judges),

@@ -39,8 +39,8 @@ class DecodeConfig(StrictModel):
     anneal_dense: int = Field(8, ge=0, description="annealing: read after each of the first `anneal_dense` tokens ...")
     anneal_growth: float = Field(2.0, gt=1, description="... then at gaps growing by this factor ...")
     anneal_stop: int = Field(128, ge=0, description="... with a closing read at this many tokens, and none after.")
-    r1: int | None = Field(None, gt=0, description="Deprecated, no effect (removed in 0.3): a reply flagged at the start "
-                                                   "already opens with the refusal, so R1 re-reads could change nothing.")
+    r1: int | None = Field(None, gt=0, description="Deprecated, no effect (removed in 0.3): a refusal is re-read on the "
+                                                   "schedule, as any reply (medium), not for a fixed r1 tokens.")
     r2: int = Field(10, gt=0, description="R2 (benign): a read sees the latest r2 generated tokens (more when the "
                                           "previous read was longer ago: no token goes unread).")
     r3: int = Field(10, ge=0, description="R3 (benign -> malicious at S_t): reads see tokens [S_t - r2, S_t + r3].")
@@ -64,8 +64,8 @@ class DecodeConfig(StrictModel):
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
         if self.r1 is not None:
-            warnings.warn("DecodeConfig.r1 has no effect and will be removed in safecls 0.3: a reply flagged at the "
-                          "start already opens with the refusal. Remove r1 from the config", FutureWarning, stacklevel=2)
+            warnings.warn("DecodeConfig.r1 has no effect and will be removed in safecls 0.3: a refusal is re-read on the "
+                          "schedule like any reply. Remove r1 from the config", FutureWarning, stacklevel=2)
         return self
 
     def resolved(self, calibrated: dict[str, float | int] | None = None) -> DecodeConfig:

@@ -235,6 +235,7 @@ class Engine:
                 if action != Action.NONE and intervene(r, action, at, step, self.tok):
                     dead = (gen_index[b] >= max(at, 0)) & (kinds[b] == Kind.RESPONSE)
                     kinds[b, dead], gen_index[b, dead] = int(Kind.PAD), NO_STEP
+                    r.state.read_to = min(r.state.read_to, max(at, 0))  # what follows the rollback is new text
                 elif ends[b] is not None:
                     kind, text = ends[b]
                     if kind == "eos":
@@ -246,7 +247,7 @@ class Engine:
         yield from events(rows, self.tok, deltas)  # rows finished by cancellation alone still get their final event
 
     def _due(self, r: Row, last: int, ends: tuple[str, str | None] | None) -> bool:
-        if not self.has_head or last < 0:
+        if not self.has_head or last < r.quiet_until:  # reads resume after an inserted prefix (and after a prefill)
             return False
         unread = r.state.read_to <= last
         if ends is not None and ends[0] == "eos" and not unread:  # no new token since the last read

@@ -6,10 +6,12 @@ only those (while a trigger is pending, tokens from it on are held). If the kept
 ("... Sorry", "Sorry, I"), only the rest of the prefix is inserted, so the reply neither repeats nor loses words it
 has shown ("Sorry Sorry, I cannot ...").
 
-A medium trigger that lands inside the reason of a refusal the reply already wrote (the prefix, then no sentence end
-yet) changes nothing: the reply is refusing and explaining, and a second opener there would cut its reason in half
-("... because it Sorry, I cannot ..."). A trigger after that sentence has ended (a refusal, then compliance) rolls
-back and opens the refusal again as usual.
+A medium trigger in a reply that already refuses (its text holds the refusal prefix, written by the model or
+inserted) never opens a second refusal. Inside the refusal's reason (the prefix, then no sentence end yet) it changes
+nothing: the reply is refusing and explaining, and an opener there would cut its reason in half ("... because it
+Sorry, I cannot ..."). After the reason (a refusal that drifts back into the answer: "... because it is illegal.
+However, here is how") the reply ends at the refusal's last complete sentence; streaming holds a refusal's open
+sentence (safecls.inference.streaming), so nothing shown is taken back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from safecls.inference.rows import Row
 from safecls.inference.strategic import Action
 from safecls.inference.trace import Intervention
 
+END_REFUSAL = "end_refusal"  # the trace's name for ending a refusal that drifted (a medium trigger after its reason)
 _MIN_OPENING = 5  # characters of the prefix that must already be written to count as its start ("Sorry")
 
 
@@ -36,29 +39,42 @@ def refusal_insert(kept: str, prefill_end: str, prefix: str) -> str:
     return prefix if not before or before[-1].isspace() else " " + prefix
 
 
-def inside_refusal_reason(kept: str, prefix: str) -> bool:
-    """True when `kept` has written the refusal `prefix` and the sentence it opened has not ended yet."""
-    at = kept.rfind(prefix)
-    return at >= 0 and not any(end > at + len(prefix) for end in sentence_ends(kept))
+def refusal_end(text: str, prefix: str) -> int | None:
+    """Where a reply that refuses (`text` holds `prefix`) may end: just past the last sentence end after the prefix;
+    None while the refusal's first sentence, its reason, is still open (or there is no refusal)."""
+    at = text.find(prefix)
+    if at < 0:
+        return None
+    ends = [e for e in sentence_ends(text) if e > at + len(prefix)]
+    return max(ends) if ends else None
 
 
 def intervene(r: Row, action: Action, at: int, step: int, tok: Any) -> bool:
     """Roll row `r` back to generation step `at` (>= 0: a prefill is never rolled back into) and apply `action`
     (nothing, for a medium trigger inside the reason of the reply's own refusal). Returns whether the row changed."""
     keep = r.n_prefill + max(at, 0)
-    if action == Action.INSERT_PREFIX and inside_refusal_reason(r.continuation(tok, r.tokens[:keep]),
-                                                                r.cfg.refusal_prefix):
-        return False
+    prefix = r.cfg.refusal_prefix
+    kept = r.continuation(tok, r.tokens[:keep])
+    end = None
+    if action == Action.INSERT_PREFIX and prefix in kept:  # the reply already refuses
+        end = refusal_end(kept, prefix)
+        if end is None:
+            return False
     r.trace.extra_tokens += len(r.tokens) - keep
     r.tokens = r.tokens[:keep]
     r.forced = []
     r.text = None
+    if end is not None:
+        r.trace.interventions.append(Intervention(END_REFUSAL, max(at, 0), step))
+        text = kept[:end].rstrip()
+        r.finish("content_filter", text if len(text) >= r.emitted else kept[:r.emitted])  # never less than was shown
+        return True
     r.trace.interventions.append(Intervention(action.value, max(at, 0), step))
-    kept = r.continuation(tok)
     prefill_end = tok.decode(r.tokens[:r.n_prefill], skip_special_tokens=True)
     if action == Action.FIXED_REFUSAL:
         lead = "" if not (kept or prefill_end) or (kept or prefill_end)[-1].isspace() else " "
         r.finish("content_filter", kept + lead + r.cfg.fixed_refusal)
         return True
     r.forced = tok(refusal_insert(kept, prefill_end, r.cfg.refusal_prefix), add_special_tokens=False)["input_ids"]
+    r.quiet_until = max(at, 0) + len(r.forced)
     return True

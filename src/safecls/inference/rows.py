@@ -23,6 +23,7 @@ class Row:
     gen: torch.Generator | None
     tokens: list[int] = field(default_factory=list)  # reply tokens: the prefill, then generated and inserted ones
     forced: list[int] = field(default_factory=list)  # inserted tokens still to feed (the refusal prefix)
+    quiet_until: int = 0  # the step after an inserted prefix: no read lands inside it (a rollback there would cut it)
     state: strategic.RowState = field(default_factory=strategic.RowState)
     trace: SafetyTrace = field(default_factory=SafetyTrace)
     finished: bool = False

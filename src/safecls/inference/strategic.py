@@ -10,16 +10,19 @@ States:
 - R3 (a trigger at S_t is pending): a read after every token, over [S_t - r2, S_t + r3]; `tau` consecutive malicious
   reads confirm it, one benign read is a false trigger (back to R2, nothing undone). A reply that ends while a trigger
   is pending is confirmed: every further read would see the same tokens and agree with the last one.
-- DONE: no more reads (the head is ignored, or strategic decoding has acted).
+- DONE: no more reads (the head is ignored, or the reply has ended).
 
-The paper's R1 (re-reading input + the first r1 tokens of a reply that starts with the refusal) has no consequence:
-the reply is already a refusal, so safecls does not pay for those reads.
+Under medium, reading goes on after strategic decoding has acted (back to R2 once the inserted prefix is written):
+a refusal can drift back into the harmful answer ("... because it is illegal. However, here is how"), and the paper's
+R1 re-reads a reply that starts with the refusal for that reason. What a confirmed trigger does to a reply that
+already refuses is decided on its text (safecls.inference.intervention): inside the refusal's reason nothing, after
+it the reply ends at the refusal's last complete sentence.
 
 Policies (what a malicious verdict does):
 - low: nothing; the head is not read.
 - medium (the paper's): malicious at the start -> the reply starts with the refusal prefix and the model explains;
   a confirmed benign -> malicious switch at S_t -> the reply is rolled back to its first S_t tokens and the refusal
-  prefix is inserted there.
+  prefix is inserted there (or, if it already refuses, it ends after its reason).
 - high: the first malicious read ends the reply with the fixed refusal, with no tau wait: the text before the read's
   newest token is kept (it may already have been shown), then the fixed refusal.
 """
@@ -50,12 +53,17 @@ def _act(cfg: DecodeConfig) -> Action:
     return Action.INSERT_PREFIX if cfg.policy == "medium" else Action.FIXED_REFUSAL
 
 
+def _after_acting(cfg: DecodeConfig) -> str:
+    """medium keeps reading the reply it steered into a refusal; high has ended it."""
+    return "R2" if cfg.policy == "medium" else "DONE"
+
+
 def initial(cfg: DecodeConfig, p0: float | None) -> tuple[RowState, Action]:
     """State after the prompt's own [CLS] read (p0; None for a model without a head)."""
     if p0 is None or cfg.policy == "low":
         return RowState(rule="DONE"), Action.NONE
     if p0 > cfg.threshold:
-        return RowState(rule="DONE"), _act(cfg)
+        return RowState(rule=_after_acting(cfg)), _act(cfg)
     return RowState(rule="R2"), Action.NONE
 
 
@@ -100,7 +108,7 @@ def after_read(state: RowState, cfg: DecodeConfig, t: int, p: float, hi: int) ->
 
 def confirm(state: RowState, cfg: DecodeConfig) -> tuple[Action, int]:
     """Act on the pending trigger now (tau reached, or the reply ends)."""
-    state.rule = "DONE"
+    state.rule, state.consecutive = _after_acting(cfg), 0
     return _act(cfg), state.s_t
 
 

@@ -1,7 +1,8 @@
 """StepEvents from rows: text that can no longer change, and each row's result once it is finished.
 
-While a trigger is pending (R3), tokens from its step on may still be rolled back, so they are held; an incomplete
-UTF-8 character at the end is held too. Every delta therefore extends the text shown so far, and the final text
+While a trigger is pending (R3), tokens from its step on may still be rolled back, so they are held; so is the open
+sentence after a refusal's reason (a trigger there ends the reply at the refusal's last complete sentence), and an
+incomplete UTF-8 character at the end. Every delta therefore extends the text shown so far, and the final text
 starts with it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from safecls.inference.intervention import refusal_end
 from safecls.inference.results import GenerationResult, StepEvent
 from safecls.inference.rows import Row
 
@@ -39,6 +41,8 @@ def events(rows: Sequence[Row], tok: Any, deltas: bool = True) -> Iterator[StepE
         text = r.continuation(tok, safe)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 character
             text = text[:-1]
+        if (end := refusal_end(text, r.cfg.refusal_prefix)) is not None:
+            text = text[:end].rstrip()
         if len(text) > r.emitted:
             delta, r.emitted = text[r.emitted:], len(text)
             yield StepEvent(b, delta, last_p, False, None)

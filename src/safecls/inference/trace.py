@@ -15,7 +15,7 @@ class Evaluation:
 
 @dataclass(slots=True)
 class Intervention:
-    kind: str  # "insert_prefix" | "fixed_refusal"
+    kind: str  # "insert_prefix" | "fixed_refusal" | "end_refusal"
     at: int  # generation index the reply was rolled back to
     step: int  # step at which it was decided
 

@@ -229,7 +229,7 @@ class SafetyInfo(BaseModel):
     p_malicious_last: float | None  # the head at its last read
     evaluated_steps: list[int]  # generation index of each read; -1 is the prompt's own read
     p_malicious: list[float]  # one per evaluated step
-    interventions: list[dict[str, Any]]  # {kind: insert_prefix|fixed_refusal, at, step}
+    interventions: list[dict[str, Any]]  # {kind: insert_prefix|fixed_refusal|end_refusal, at, step}
     extra_tokens: int  # generated, then rolled back
 
     @classmethod
