@@ -113,8 +113,8 @@ def test_run_writes_records_metrics_report_and_config(full_run):
         (mo, a, j) for mo in ("plain", "sft") for a in ("direct", "prefill") for j in ("keyword", "safecls-head")}
     assert all(r.n == 3 for r in m.asr)
     assert not any(r.benchmark in ("xstest", "gsm8k") for r in m.asr)
-    assert {(r.model, r.judge) for r in m.over_refusal} == {(mo, j) for mo in ("plain", "sft")
-                                                            for j in ("keyword", "safecls-head")}
+    # the head judges harm, not refusal: it has no over-refusal row
+    assert {(r.model, r.judge) for r in m.over_refusal} == {("plain", "keyword"), ("sft", "keyword")}
     assert all(r.safe_refused.n == 1 and r.unsafe_complied.n == 1 for r in m.over_refusal)
     assert [(u.model, u.n) for u in m.utility] == [("plain", 2), ("sft", 2)]
     assert m.agreement is not None and m.agreement.judges == ["keyword", "safecls-head"] and m.agreement.n == 20
