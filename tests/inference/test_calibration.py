@@ -68,3 +68,15 @@ def test_the_report_draws_a_calibrated_models_trade_off(model, tmp_path):
     md, page = write_report(tmp_path, {"tradeoff": [entry]})
     assert "| safecls | 0.500 | 2 | 3.0% | 33.3% | 50.0% | 3 / 2 |" in md.read_text()
     assert re.findall(r'<img alt="([^"]+)"', page.read_text()) == ["calibration trade-off"]
+
+
+def test_ending_a_refusal_that_drifted_is_not_a_benign_request_flagged():
+    """A benign request the language model refused by itself was not refused by the head; ending that refusal after
+    its reason changes no verdict the calibration counts."""
+    from safecls.inference.trace import END_REFUSAL, Intervention, SafetyTrace
+
+    assert not SafetyTrace(interventions=[Intervention(END_REFUSAL, 12, 14)]).steered_to_refusal
+    assert SafetyTrace(interventions=[Intervention("insert_prefix", 3, 5)]).steered_to_refusal
+    assert SafetyTrace(interventions=[Intervention("insert_prefix", 0, -1), Intervention(END_REFUSAL, 20, 22)]
+                       ).steered_to_refusal
+    assert not SafetyTrace().steered_to_refusal

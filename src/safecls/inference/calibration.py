@@ -103,7 +103,7 @@ def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config:
         dc = cfg.decode.model_copy(update={"threshold": threshold, "tau": tau, "policy": "medium"})
         res = engine.generate([prompts[i] for i in rest], dc, batch_size=cfg.batch_size) if rest else []
         t = Trial(threshold=threshold, tau=tau, flagged_at_start=len(start), benign=len(benign),
-                  flagged_mid_reply=sum(bool(r.trace.interventions) for r in res))
+                  flagged_mid_reply=sum(r.trace.steered_to_refusal for r in res))
         logger.info("calibration: threshold %.3f tau %d: %d + %d of %d benign dev requests flagged", threshold, tau,
                     t.flagged_at_start, t.flagged_mid_reply, t.benign)
         trials.append(t)

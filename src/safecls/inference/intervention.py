@@ -21,9 +21,8 @@ from typing import Any
 from safecls.data.text_quality import sentence_ends
 from safecls.inference.rows import Row
 from safecls.inference.strategic import Action
-from safecls.inference.trace import Intervention
+from safecls.inference.trace import END_REFUSAL, Intervention
 
-END_REFUSAL = "end_refusal"  # the trace's name for ending a refusal that drifted (a medium trigger after its reason)
 _MIN_OPENING = 5  # characters of the prefix that must already be written to count as its start ("Sorry")
 
 
@@ -50,8 +49,9 @@ def refusal_end(text: str, prefix: str) -> int | None:
 
 
 def intervene(r: Row, action: Action, at: int, step: int, tok: Any) -> bool:
-    """Roll row `r` back to generation step `at` (>= 0: a prefill is never rolled back into) and apply `action`
-    (nothing, for a medium trigger inside the reason of the reply's own refusal). Returns whether the row changed."""
+    """Roll row `r` back to generation step `at` (>= 0: a prefill is never rolled back into) and apply `action`; a
+    medium trigger in a reply that already refuses does nothing inside its reason and ends the reply after it. Returns
+    whether the row changed."""
     keep = r.n_prefill + max(at, 0)
     prefix = r.cfg.refusal_prefix
     kept = r.continuation(tok, r.tokens[:keep])
@@ -75,6 +75,6 @@ def intervene(r: Row, action: Action, at: int, step: int, tok: Any) -> bool:
         lead = "" if not (kept or prefill_end) or (kept or prefill_end)[-1].isspace() else " "
         r.finish("content_filter", kept + lead + r.cfg.fixed_refusal)
         return True
-    r.forced = tok(refusal_insert(kept, prefill_end, r.cfg.refusal_prefix), add_special_tokens=False)["input_ids"]
+    r.forced = tok(refusal_insert(kept, prefill_end, prefix), add_special_tokens=False)["input_ids"]
     r.quiet_until = max(at, 0) + len(r.forced)
     return True

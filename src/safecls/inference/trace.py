@@ -13,6 +13,9 @@ class Evaluation:
     span: tuple[int, int]  # generation indexes read besides the prompt, half-open
 
 
+END_REFUSAL = "end_refusal"  # a refusal that drifted back into the answer, ended after its reason
+
+
 @dataclass(slots=True)
 class Intervention:
     kind: str  # "insert_prefix" | "fixed_refusal" | "end_refusal"
@@ -39,6 +42,11 @@ class SafetyTrace:
     @property
     def intervened(self) -> bool:
         return bool(self.interventions)
+
+    @property
+    def steered_to_refusal(self) -> bool:
+        """Strategic decoding made this reply a refusal (ending a reply that already refused does not count)."""
+        return any(i.kind != END_REFUSAL for i in self.interventions)
 
     def to_dict(self) -> dict:
         return asdict(self)
