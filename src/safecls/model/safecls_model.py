@@ -184,12 +184,8 @@ class SafeClsModel(nn.Module):
         hidden = self.run_backbone(batch.kinds, stage, input_ids=None if inputs_embeds is not None else batch.input_ids,
                                    inputs_embeds=inputs_embeds, read_prompt=read_prompt)
         cls_logits = None
-        is_cls = (batch.kinds == Kind.CLS) | (batch.kinds == Kind.EVAL)
-        if bool(is_cls.any()):
-            # the last [CLS]-like position per row: EVAL (if any) comes after the [CLS]
-            idx = torch.where(is_cls, torch.arange(is_cls.shape[1], device=is_cls.device), -1).max(dim=1).values
-            h = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
-            cls_logits = self.head(h)
+        if bool(((batch.kinds == Kind.CLS) | (batch.kinds == Kind.EVAL)).any()):
+            cls_logits = self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), cls_positions(batch.kinds)])
         lm_logits = lm_targets = None
         if lm is not None:
             sel, lm_targets = lm_target_positions(batch, lm)
@@ -209,22 +205,34 @@ class SafeClsModel(nn.Module):
                  read_prompt: bool = True) -> list[float]:
         """P(malicious) per prompt, or per (prompt, response) pair (the head read over both, as the engine reads it
         during generation; `read_prompt=False`: over the response alone, with the prompt as context)."""
+        feats = self.cls_features(prompts, responses, batch_size, read_prompt=read_prompt)
+        return torch.softmax(self.head(feats.to(self.dtype)).float(), -1)[:, MALICIOUS].tolist()
+
+    @torch.no_grad()
+    def cls_features(self, prompts: Sequence[Prompt], responses: Sequence[str] | None = None, batch_size: int = 16, *,
+                     read_prompt: bool = True) -> torch.Tensor:
+        """(N, H) fp32 final-layer states at the [CLS] read of `classify` (what the head reads)."""
         if not self.with_cls:
             raise ModelError("this model was trained without the [CLS] token (with_cls: false, the plain-SFT "
                              "baseline): its head was never trained. Fix: classify with a model trained with_cls: true")
         if responses is not None and len(responses) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
-        out: list[float] = []
         limit = self.context_length
-        for i in range(0, len(prompts), batch_size):
-            encs = []
-            for j in range(i, min(i + batch_size, len(prompts))):
-                e = self.encode_for_classify(prompts[j], None if responses is None else responses[j])
-                check_length(len(e) + 1, limit, f"input {j}")
-                encs.append(e)
-            batch = collate(encs, self.cls_token_id, self.tokenizer.pad_token_id, side="left")
-            res = self.forward_batch(batch, "sft" if responses is None else self.stage, read_prompt=read_prompt)
-            out.extend(torch.softmax(res.cls_logits.float(), -1)[:, MALICIOUS].tolist())
+        encs = []
+        for j, prompt in enumerate(prompts):
+            e = self.encode_for_classify(prompt, None if responses is None else responses[j])
+            check_length(len(e) + 1, limit, f"input {j}")
+            encs.append(e)
+        # batches of similar length: left padding costs compute, and a batch's rows never see each other
+        order = sorted(range(len(encs)), key=lambda j: len(encs[j]))
+        out = torch.zeros(len(encs), self.head.in_features)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            batch = collate([encs[j] for j in idx], self.cls_token_id, self.tokenizer.pad_token_id, side="left")
+            batch = batch.to(self.device)
+            hidden = self.run_backbone(batch.kinds, "sft" if responses is None else self.stage,
+                                       input_ids=batch.input_ids, read_prompt=read_prompt)
+            out[idx] = hidden[torch.arange(hidden.shape[0], device=hidden.device), cls_positions(batch.kinds)].float().cpu()
         return out
 
     # ---- losses ------------------------------------------------------------------------------------------------
@@ -261,6 +269,12 @@ class SafeClsModel(nn.Module):
         from safecls.model.checkpoint import load
 
         return load(directory, dtype=dtype, device=device, trainable=trainable)
+
+
+def cls_positions(kinds: torch.Tensor) -> torch.Tensor:
+    """(B,) the last [CLS]-like position per row: EVAL (a read over a reply), if any, comes after the [CLS]."""
+    is_cls = (kinds == Kind.CLS) | (kinds == Kind.EVAL)
+    return torch.where(is_cls, torch.arange(kinds.shape[1], device=kinds.device), -1).max(dim=1).values
 
 
 def lm_target_positions(batch: Batch, lm: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,30 +13,11 @@ import torch
 from pydantic import BaseModel
 
 from safecls.model.encoding import encode_prompt
+from safecls.train.logistic import Logistic, auc
 
 logger = logging.getLogger(__name__)
 
 PROBE_LAYERS = (10, 20, 30)  # SmolLM2-135M has 30 layers; the DESIGN.md floor was measured on these
-
-
-def auc(scores_pos: Sequence[float], scores_neg: Sequence[float]) -> float:
-    """P(a positive scores above a negative), ties counting half (Mann-Whitney U / (n_pos n_neg))."""
-    pos, neg = np.asarray(scores_pos, float), np.asarray(scores_neg, float)
-    if not len(pos) or not len(neg):
-        return float("nan")
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
-    sorted_v = allv[order]
-    i = 0
-    while i < len(allv):  # average ranks over ties
-        j = i
-        while j + 1 < len(allv) and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
 
 
 class SetScore(BaseModel):
@@ -70,36 +51,6 @@ def base_features(model: Any, tokenizer: Any, prompts: Sequence[Any], layers: Se
         hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         out.append(torch.cat([hs[k][:, -1] for k in layers], -1).float().numpy())
     return np.concatenate(out)
-
-
-class Probe:
-    """L2-regularised logistic regression on standardised features (full-batch L-BFGS)."""
-
-    def __init__(self, l2: float = 1e-2, steps: int = 200):
-        self.l2, self.steps = l2, steps
-
-    def fit(self, x: np.ndarray, y: Sequence[int]) -> Probe:
-        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
-        X = torch.tensor((x - self.mu) / self.sd, dtype=torch.float32)
-        Y = torch.tensor(list(y), dtype=torch.float32)
-        self.w = torch.zeros(X.shape[1], requires_grad=True)
-        self.b = torch.zeros(1, requires_grad=True)
-        opt = torch.optim.LBFGS([self.w, self.b], max_iter=self.steps, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(X @ self.w + self.b, Y)
-            loss = loss + self.l2 * (self.w ** 2).sum() / 2
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        return self
-
-    def predict(self, x: np.ndarray) -> list[float]:
-        X = torch.tensor((x - self.mu) / self.sd, dtype=torch.float32)
-        with torch.no_grad():
-            return torch.sigmoid(X @ self.w + self.b).tolist()
 
 
 class HeadStudy(BaseModel):
@@ -156,7 +107,7 @@ def probe_study(base: Any, tokenizer: Any, train: tuple[list, list], sets: dict[
     """The floor: a logistic probe on the frozen base model's hidden states, fit on the recipe's training requests."""
     pos, neg = train
     x = base_features(base, tokenizer, pos + neg)
-    probe = Probe().fit(x, [1] * len(pos) + [0] * len(neg))
+    probe = Logistic().fit(x, [1] * len(pos) + [0] * len(neg))
     scores = []
     for set_name, (p_items, n_items) in sets.items():
         p = probe.predict(base_features(base, tokenizer, p_items + n_items))

@@ -20,6 +20,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config key (repeatable), e.g. --set max_steps=100 --set lora.r=8")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     p.set_defaults(func=_train)
+    h = sub.add_parser("fit-head", help="re-fit a trained model's safety head alone on its [CLS] states",
+                       description="Freeze a trained safecls model and fit its head by logistic regression on the "
+                                   "[CLS] states of request reads and of reads over replies (train/head_fit.py).")
+    h.add_argument("--config", required=True, metavar="YAML", help="HeadFitConfig file, e.g. configs/recipe/head.yaml")
+    h.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set l2=0.1")
+    h.set_defaults(func=_fit_head)
+
+
+def _fit_head(args: argparse.Namespace) -> int:
+    from safecls.config import load_config
+    from safecls.train.head_fit import HeadFitConfig, fit_head
+
+    cfg = load_config(args.config, HeadFitConfig, args.overrides)
+    fit_head(cfg)
+    logger.info("head re-fit: %s (fit.json beside it); calibrate it before use: safecls calibrate --model %s ...",
+                f"{cfg.output_dir}/final", f"{cfg.output_dir}/final")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -1,0 +1,201 @@
+"""Re-fit the safety head, alone, on the [CLS] states a trained model reads.
+
+In the sft stage the head trains beside L_sft at λ 0.1, for as many steps as the language model needs, and from the
+request read only; its reads of replies were last trained in the pretrain stage, before the sft stage moved the states
+under it. This step freezes the model and fits the head (a linear map, the same shape) by L2-regularised logistic
+regression on the states of every read the engine makes: the request read (a harmful or benign request) and reads
+over (request, reply so far) at random points of benign answers and of harmful completions. Nothing else changes, so
+the language model, and so utility, is the trained model's; calibration (threshold, tau) must be chosen again.
+
+    safecls fit-head --config configs/recipe/head.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from safecls.config import StrictModel
+from safecls.data.files import iter_jsonl
+from safecls.io import atomic_write
+from safecls.train.logistic import Logistic, auc
+
+logger = logging.getLogger(__name__)
+
+# Harmful reads of a nested reply start where the benign part ends, which the corpus does not mark: only its whole
+# reply is read. The kinds with a label for any point of the reply are cut.
+CUT_KINDS = ("answer", "completion")
+WHOLE_KINDS = ("nested",)
+MIN_CUT_WORDS = 4  # the first read of a reply comes after a few tokens (schedules start at 1-10 generated tokens)
+
+
+class HeadFitConfig(StrictModel):
+    model: str = Field(description="The trained safecls checkpoint whose head is re-fit (e.g. runs/recipe/sft/final).")
+    requests_file: str = Field(description="SFT JSONL (the recipe's sft_train.jsonl): each record's request, with its "
+                                           "label, is one request read.")
+    replies_file: str | None = Field(None, description="The pretrain corpus (pretrain_train.jsonl): its chat records "
+                                                       "of kind answer (0), completion (1) and nested (1) are read "
+                                                       "over (request, reply so far). null: request reads only.")
+    eval_requests_file: str | None = Field(None, description="Held-out SFT JSONL (sft_test.jsonl): AUC before and "
+                                                             "after, in fit.json.")
+    eval_replies_file: str | None = Field(None, description="Held-out pretrain corpus (pretrain_test.jsonl): AUC "
+                                                            "before and after, by kind, in fit.json.")
+    cuts: int = Field(2, ge=0, description="Reads per answer or completion at random word counts, besides the whole "
+                                           "reply.")
+    l2: float = Field(1e-2, gt=0, description="L2 penalty on the standardised weights (mean loss + l2 |w|^2 / 2).")
+    read_prompt: bool = Field(True, description="Reply reads see the request too, as the engine's reads do by default.")
+    batch_size: int = Field(16, gt=0)
+    seed: int = 0
+    output_dir: str = Field(description="Run folder: final/ (the checkpoint with the new head, no calibration), "
+                                        "fit.json (data counts, AUC before and after) and config.yaml.")
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    prompt: object  # a Prompt: a string or chat messages
+    reply: str | None  # None: the request read
+    label: int
+    kind: str
+
+
+def _records(path: str) -> list[dict]:
+    from safecls.errors import DataError
+
+    out = []
+    for n, obj in iter_jsonl(path):
+        if not isinstance(obj.get("label"), int) or obj["label"] not in (0, 1):
+            raise DataError(path, "a record without a 0/1 label", line=n, fix="label: 1 (harmful) or 0 (benign)")
+        out.append(obj)
+    return out
+
+
+def cut_reply(reply: str, words: int) -> str:
+    return " ".join(reply.split()[:words])
+
+
+def request_reads(records: Sequence[dict]) -> list[Read]:
+    out = []
+    for r in records:
+        if "messages" not in r:
+            continue
+        users = [m for m in r["messages"] if m["role"] != "assistant"]
+        out.append(Read(users, None, int(r["label"]), f"request/{r.get('source', 'sft')}"))
+    return out
+
+
+def reply_reads(records: Sequence[dict], cuts: int, rng: random.Random) -> list[Read]:
+    """Reads over (request, reply so far) of the pretrain corpus's chat records (module docstring)."""
+    out = []
+    for r in records:
+        kind = r.get("source")
+        if "messages" not in r or kind not in CUT_KINDS + WHOLE_KINDS:
+            continue
+        prompt, reply = r["messages"][0]["content"], r["messages"][1]["content"]
+        out.append(Read(prompt, reply, int(r["label"]), kind))
+        n = len(reply.split())
+        if kind in CUT_KINDS and n > MIN_CUT_WORDS:
+            for k in sorted({rng.randint(MIN_CUT_WORDS, n - 1) for _ in range(cuts)}):
+                out.append(Read(prompt, cut_reply(reply, k), int(r["label"]), f"{kind} (cut)"))
+    return out
+
+
+def features(model, reads: Sequence[Read], batch_size: int, read_prompt: bool) -> np.ndarray:
+    """(N, H) [CLS] states, request reads and reply reads each batched as `classify` reads them."""
+    x = np.zeros((len(reads), model.head.in_features), np.float32)
+    req = [i for i, r in enumerate(reads) if r.reply is None]
+    rep = [i for i, r in enumerate(reads) if r.reply is not None]
+    if req:
+        x[req] = model.cls_features([reads[i].prompt for i in req], batch_size=batch_size).numpy()
+    if rep:
+        x[rep] = model.cls_features([reads[i].prompt for i in rep], [reads[i].reply for i in rep],
+                                    batch_size=batch_size, read_prompt=read_prompt).numpy()
+    return x
+
+
+def set_head(model, w: np.ndarray, b: float) -> None:
+    """Write sigmoid(x @ w + b) into the 2-way softmax head: benign logit 0, malicious logit x @ w + b."""
+    from safecls.model.safecls_model import BENIGN, MALICIOUS
+
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.weight[MALICIOUS] = torch.as_tensor(w, dtype=model.head.weight.dtype)
+        model.head.bias[MALICIOUS] = b
+        assert not model.head.weight[BENIGN].any()
+
+
+def _auc_by_kind(reads: Sequence[Read], before: Sequence[float], after: Sequence[float]) -> dict[str, dict]:
+    """AUC of each harmful kind against the benign reads of the same family (requests vs requests, replies vs
+    benign answers), before and after the fit."""
+    out = {}
+    for kind in sorted({r.kind for r in reads if r.label == 1}):
+        neg_family = "request/" if kind.startswith("request/") else "answer"
+        pos = [i for i, r in enumerate(reads) if r.kind == kind and r.label == 1]
+        neg = [i for i, r in enumerate(reads) if r.label == 0 and r.kind.startswith(neg_family)]
+        out[kind] = {"n_pos": len(pos), "n_neg": len(neg),
+                     "auc_before": round(auc([before[i] for i in pos], [before[i] for i in neg]), 4),
+                     "auc_after": round(auc([after[i] for i in pos], [after[i] for i in neg]), 4)}
+    return out
+
+
+def fit_head(cfg: HeadFitConfig) -> dict:
+    """Fit, write output_dir/final and fit.json; returns fit.json's content."""
+    import yaml
+
+    from safecls.model import SafeClsModel
+    from safecls.model.safecls_model import MALICIOUS
+
+    t0 = time.time()
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    rng = random.Random(cfg.seed)
+    model = SafeClsModel.from_pretrained(cfg.model)
+    if not model.with_cls:
+        raise ValueError(f"{cfg.model} was trained without a [CLS] token: it has no head to fit. Fix: model: a "
+                         "checkpoint trained with with_cls: true")
+    model.eval()
+
+    def reads_of(requests: str | None, replies: str | None) -> list[Read]:
+        got = request_reads(_records(requests)) if requests else []
+        return got + (reply_reads(_records(replies), cfg.cuts, rng) if replies else [])
+
+    def old_head(x: np.ndarray) -> list[float]:
+        with torch.no_grad():
+            logits = model.head(torch.as_tensor(x, dtype=model.dtype)).float()
+        return torch.softmax(logits, -1)[:, MALICIOUS].tolist()
+
+    train = reads_of(cfg.requests_file, cfg.replies_file)
+    counts = dict(Counter(f"{r.kind}/{r.label}" for r in train))
+    logger.info("fit-head: reading %d [CLS] states (%s)", len(train), counts)
+    x = features(model, train, cfg.batch_size, cfg.read_prompt)
+    y = [r.label for r in train]
+    before_train = old_head(x)
+    fit = Logistic(cfg.l2).fit(x, y)
+    report = {"model": cfg.model, "train": {"counts": counts,
+                                            "by_kind": _auc_by_kind(train, before_train, fit.predict(x))}}
+    held = reads_of(cfg.eval_requests_file, cfg.eval_replies_file)
+    if held:
+        logger.info("fit-head: reading %d held-out [CLS] states", len(held))
+        xh = features(model, held, cfg.batch_size, cfg.read_prompt)
+        report["held_out"] = {"counts": dict(Counter(f"{r.kind}/{r.label}" for r in held)),
+                              "by_kind": _auc_by_kind(held, old_head(xh), fit.predict(xh))}
+    w, b = fit.linear()
+    set_head(model, w, b)
+    model.calibration = None  # the threshold was chosen for the old head's scores
+    model.save_pretrained(out_dir / "final")
+    report["wall_s"] = round(time.time() - t0, 1)
+    atomic_write(out_dir / "fit.json", json.dumps(report, indent=1) + "\n")
+    logger.info("fit-head: %s in %.0f s", json.dumps(report.get("held_out", report["train"])["by_kind"]),
+                report["wall_s"])
+    return report
