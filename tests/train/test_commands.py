@@ -45,9 +45,9 @@ def test_fit_head_command_reads_its_config_with_set(tmp_path, monkeypatch):
     monkeypatch.setattr("safecls.train.head_fit.fit_head", lambda cfg: seen.setdefault("cfg", cfg))
     cfg = tmp_path / "h.yaml"
     cfg.write_text("model: ck\nrequests_file: r.jsonl\noutput_dir: out\n")
-    args = _parse(["fit-head", "--config", str(cfg), "--set", "l2=0.5"])
+    args = _parse(["fit-head", "--config", str(cfg), "--set", "l2=[0.5]"])
     assert args.func(args) == 0
-    assert (seen["cfg"].model, seen["cfg"].l2, seen["cfg"].cuts) == ("ck", 0.5, 2)
+    assert (seen["cfg"].model, seen["cfg"].l2, seen["cfg"].cuts) == ("ck", [0.5], 2)
 
 
 def test_fit_head_config_rejects_unknown_keys(tmp_path):

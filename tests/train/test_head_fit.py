@@ -58,11 +58,12 @@ def test_the_folded_head_scores_what_the_logistic_fit_predicts(tmp_path):
     ck = _checkpoint(tmp_path)
     reqs = write_jsonl(tmp_path / "req.jsonl", toy_records(48))
     cfg = HeadFitConfig(model=str(ck), requests_file=str(reqs), output_dir=str(tmp_path / "fit"), cuts=0)
-    fit_head(cfg)
+    report = fit_head(cfg)
+    assert report["l2"] in cfg.l2 and set(report["l2_fold_auc"]) == {str(v) for v in cfg.l2}
     refit = SafeClsModel.from_pretrained(tmp_path / "fit" / "final")
     prompts = [r["messages"][:1] for r in toy_records(48)]
     x = refit.cls_features(prompts).numpy()  # the frozen model: the same states before and after
-    expected = Logistic(cfg.l2).fit(x, [r["label"] for r in toy_records(48)]).predict(x)
+    expected = Logistic(report["l2"]).fit(x, [r["label"] for r in toy_records(48)]).predict(x)
     assert refit.classify(prompts) == pytest.approx(expected, abs=1e-4)
 
 
@@ -114,4 +115,17 @@ def test_a_model_without_cls_has_no_head_to_fit(tmp_path):
                                                                                    toy_records(4))),
                         output_dir=str(tmp_path / "fit"))
     with pytest.raises(Exception, match="no head to fit"):
+        fit_head(cfg)
+
+
+def test_a_rerun_that_reads_the_same_reuses_the_states(tmp_path, monkeypatch):
+    ck = _checkpoint(tmp_path)
+    reqs = write_jsonl(tmp_path / "req.jsonl", toy_records(24))
+    cfg = HeadFitConfig(model=str(ck), requests_file=str(reqs), output_dir=str(tmp_path / "fit"), l2=[0.01])
+    first = fit_head(cfg)
+    monkeypatch.setattr(SafeClsModel, "cls_features", lambda *a, **k: pytest.fail("states read again"))
+    second = fit_head(cfg.model_copy(update={"l2": [0.1]}))
+    assert second["l2"] == 0.1 and first["l2"] == 0.01
+    write_jsonl(reqs, toy_records(26))  # other data: read again
+    with pytest.raises(pytest.fail.Exception, match="states read again"):
         fit_head(cfg)

@@ -52,12 +52,23 @@ class HeadFitConfig(StrictModel):
                                                             "before and after, by kind, in fit.json.")
     cuts: int = Field(2, ge=0, description="Reads per answer or completion at random word counts, besides the whole "
                                            "reply.")
-    l2: float = Field(1e-2, gt=0, description="L2 penalty on the standardised weights (mean loss + l2 |w|^2 / 2).")
+    l2: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1], min_length=1,
+                            description="L2 penalties on the standardised weights (mean loss + l2 |w|^2 / 2) tried; "
+                                        "more than one: the best mean AUC over 5 folds of the training reads (folds "
+                                        "by request, so reads of one reply stay together) wins.")
     read_prompt: bool = Field(True, description="Reply reads see the request too, as the engine's reads do by default.")
     batch_size: int = Field(16, gt=0)
     seed: int = 0
     output_dir: str = Field(description="Run folder: final/ (the checkpoint with the new head, no calibration), "
-                                        "fit.json (data counts, AUC before and after) and config.yaml.")
+                                        "fit.json (data counts, AUC before and after), config.yaml and features.npz "
+                                        "(the states read, reused by a rerun that reads the same: l2 costs seconds).")
+
+    def reads_key(self) -> str:
+        """What decides the states read: a rerun with the same key reuses features.npz."""
+        parts = [self.model, str(self.cuts), str(self.seed), str(self.read_prompt)]
+        for f in (self.requests_file, self.replies_file, self.eval_requests_file, self.eval_replies_file):
+            parts.append(f"{f}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" if f else "-")
+        return "|".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +120,20 @@ def reply_reads(records: Sequence[dict], cuts: int, rng: random.Random) -> list[
     return out
 
 
-def features(model, reads: Sequence[Read], batch_size: int, read_prompt: bool) -> np.ndarray:
-    """(N, H) [CLS] states, request reads and reply reads each batched as `classify` reads them."""
+def features(model, reads: Sequence[Read], batch_size: int, read_prompt: bool, chunk: int = 512) -> np.ndarray:
+    """(N, H) [CLS] states, request reads and reply reads each batched as `classify` reads them; a log line per
+    `chunk` reads (tens of minutes on a CPU)."""
     x = np.zeros((len(reads), model.head.in_features), np.float32)
-    req = [i for i, r in enumerate(reads) if r.reply is None]
-    rep = [i for i, r in enumerate(reads) if r.reply is not None]
-    if req:
-        x[req] = model.cls_features([reads[i].prompt for i in req], batch_size=batch_size).numpy()
-    if rep:
-        x[rep] = model.cls_features([reads[i].prompt for i in rep], [reads[i].reply for i in rep],
-                                    batch_size=batch_size, read_prompt=read_prompt).numpy()
+    t0, done = time.time(), 0
+    for replies in (False, True):
+        idx = [i for i, r in enumerate(reads) if (r.reply is not None) == replies]
+        for lo in range(0, len(idx), chunk):
+            part = idx[lo:lo + chunk]
+            prompts = [reads[i].prompt for i in part]
+            x[part] = model.cls_features(prompts, [reads[i].reply for i in part] if replies else None,
+                                         batch_size=batch_size, read_prompt=read_prompt).numpy()
+            done += len(part)
+            logger.info("fit-head: %d/%d reads (%.0f a minute)", done, len(reads), done / (time.time() - t0) * 60)
     return x
 
 
@@ -146,6 +161,29 @@ def _auc_by_kind(reads: Sequence[Read], before: Sequence[float], after: Sequence
                      "auc_before": round(auc([before[i] for i in pos], [before[i] for i in neg]), 4),
                      "auc_after": round(auc([after[i] for i in pos], [after[i] for i in neg]), 4)}
     return out
+
+
+FOLDS = 5
+
+
+def choose_l2(x: np.ndarray, y: Sequence[int], reads: Sequence[Read], l2s: Sequence[float]) -> tuple[float, dict]:
+    """The l2 with the best mean held-out-fold AUC (folds by request), and every l2's mean."""
+    if len(l2s) == 1:
+        return l2s[0], {}
+    import zlib
+
+    fold = np.array([zlib.crc32(str(r.prompt).encode()) % FOLDS for r in reads])
+    y = np.asarray(y)
+    means = {}
+    for l2 in l2s:
+        aucs = []
+        for k in range(FOLDS):
+            tr, te = fold != k, fold == k
+            p = Logistic(l2).fit(x[tr], y[tr]).predict(x[te])
+            aucs.append(auc([q for q, t in zip(p, y[te]) if t == 1], [q for q, t in zip(p, y[te]) if t == 0]))
+        means[l2] = round(float(np.mean(aucs)), 4)
+        logger.info("fit-head: l2 %g: mean fold AUC %.4f", l2, means[l2])
+    return max(means, key=means.get), {str(k): v for k, v in means.items()}
 
 
 def fit_head(cfg: HeadFitConfig) -> dict:
@@ -176,18 +214,26 @@ def fit_head(cfg: HeadFitConfig) -> dict:
         return torch.softmax(logits, -1)[:, MALICIOUS].tolist()
 
     train = reads_of(cfg.requests_file, cfg.replies_file)
-    counts = dict(Counter(f"{r.kind}/{r.label}" for r in train))
-    logger.info("fit-head: reading %d [CLS] states (%s)", len(train), counts)
-    x = features(model, train, cfg.batch_size, cfg.read_prompt)
-    y = [r.label for r in train]
-    before_train = old_head(x)
-    fit = Logistic(cfg.l2).fit(x, y)
-    report = {"model": cfg.model, "train": {"counts": counts,
-                                            "by_kind": _auc_by_kind(train, before_train, fit.predict(x))}}
     held = reads_of(cfg.eval_requests_file, cfg.eval_replies_file)
-    if held:
+    counts = dict(Counter(f"{r.kind}/{r.label}" for r in train))
+    cache, key = out_dir / "features.npz", cfg.reads_key()
+    if cache.is_file() and str(np.load(cache)["key"]) == key:
+        logger.info("fit-head: the states of %d + %d reads from %s", len(train), len(held), cache)
+        x, xh = np.load(cache)["x"], np.load(cache)["xh"]
+    else:
+        logger.info("fit-head: reading %d [CLS] states (%s)", len(train), counts)
+        x = features(model, train, cfg.batch_size, cfg.read_prompt)
         logger.info("fit-head: reading %d held-out [CLS] states", len(held))
         xh = features(model, held, cfg.batch_size, cfg.read_prompt)
+        tmp = out_dir / "features.tmp.npz"
+        np.savez(tmp, key=np.array(key), x=x, xh=xh)
+        tmp.replace(cache)
+    y = [r.label for r in train]
+    l2, folds = choose_l2(x, y, train, cfg.l2)
+    fit = Logistic(l2).fit(x, y)
+    report = {"model": cfg.model, "l2": l2, "l2_fold_auc": folds,
+              "train": {"counts": counts, "by_kind": _auc_by_kind(train, old_head(x), fit.predict(x))}}
+    if held:
         report["held_out"] = {"counts": dict(Counter(f"{r.kind}/{r.label}" for r in held)),
                               "by_kind": _auc_by_kind(held, old_head(xh), fit.predict(xh))}
     w, b = fit.linear()
