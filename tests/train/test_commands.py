@@ -41,13 +41,14 @@ def test_train_command_passes_set_and_resume(tmp_path, monkeypatch):
 
 
 def test_fit_head_command_reads_its_config_with_set(tmp_path, monkeypatch):
-    seen = {}
-    monkeypatch.setattr("safecls.train.head_fit.fit_head", lambda cfg: seen.setdefault("cfg", cfg))
+    seen = []
+    monkeypatch.setattr("safecls.train.head_fit.fit_head", seen.append)
     cfg = tmp_path / "h.yaml"
     cfg.write_text("model: ck\nrequests_file: r.jsonl\noutput_dir: out\n")
-    args = _parse(["fit-head", "--config", str(cfg), "--set", "l2=[0.5]"])
-    assert args.func(args) == 0
-    assert (seen["cfg"].model, seen["cfg"].l2, seen["cfg"].cuts) == ("ck", [0.5], 2)
+    for value in ("[0.5, 2]", "0.25"):  # one value: a list of one, no folds
+        args = _parse(["fit-head", "--config", str(cfg), "--set", f"l2={value}"])
+        assert args.func(args) == 0
+    assert [(c.model, c.l2, c.cuts) for c in seen] == [("ck", [0.5, 2.0], 2), ("ck", [0.25], 2)]
 
 
 def test_fit_head_config_rejects_unknown_keys(tmp_path):

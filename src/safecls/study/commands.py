@@ -93,7 +93,7 @@ def collect(runs: Path = Path("runs"), study: Path = STUDY) -> list[Path]:
         d = run.parent
         dest = study / "train" / d.name
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.jsonl", "eval.json"):
+        for name in ("config.yaml", "metrics.jsonl", "eval.json", "fit.json"):
             if (d / name).is_file():
                 shutil.copy2(d / name, dest / name)
         if (d / "final" / "calibration.json").is_file():

@@ -20,10 +20,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from safecls.config import StrictModel
 from safecls.data.files import iter_jsonl
@@ -62,6 +63,11 @@ class HeadFitConfig(StrictModel):
     output_dir: str = Field(description="Run folder: final/ (the checkpoint with the new head, no calibration), "
                                         "fit.json (data counts, AUC before and after), config.yaml and features.npz "
                                         "(the states read, reused by a rerun that reads the same: l2 costs seconds).")
+
+    @field_validator("l2", mode="before")
+    @classmethod
+    def _one_l2(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int | float) else v
 
     def reads_key(self) -> str:
         """What decides the states read: a rerun with the same key reuses features.npz."""
