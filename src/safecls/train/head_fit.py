@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from safecls.config import StrictModel
 from safecls.data.files import iter_jsonl
+from safecls.errors import DataError, ModelError
 from safecls.io import atomic_write
 from safecls.train.logistic import Logistic, auc
 
@@ -86,8 +87,6 @@ class Read:
 
 
 def _records(path: str) -> list[dict]:
-    from safecls.errors import DataError
-
     out = []
     for n, obj in iter_jsonl(path):
         if not isinstance(obj.get("label"), int) or obj["label"] not in (0, 1):
@@ -206,7 +205,7 @@ def fit_head(cfg: HeadFitConfig) -> dict:
     rng = random.Random(cfg.seed)
     model = SafeClsModel.from_pretrained(cfg.model)
     if not model.with_cls:
-        raise ValueError(f"{cfg.model} was trained without a [CLS] token: it has no head to fit. Fix: model: a "
+        raise ModelError(f"{cfg.model} was trained without a [CLS] token: it has no head to fit. Fix: model: a "
                          "checkpoint trained with with_cls: true")
     model.eval()
 
@@ -223,9 +222,10 @@ def fit_head(cfg: HeadFitConfig) -> dict:
     held = reads_of(cfg.eval_requests_file, cfg.eval_replies_file)
     counts = dict(Counter(f"{r.kind}/{r.label}" for r in train))
     cache, key = out_dir / "features.npz", cfg.reads_key()
-    if cache.is_file() and str(np.load(cache)["key"]) == key:
+    cached = np.load(cache) if cache.is_file() else None
+    if cached is not None and str(cached["key"]) == key:
         logger.info("fit-head: the states of %d + %d reads from %s", len(train), len(held), cache)
-        x, xh = np.load(cache)["x"], np.load(cache)["xh"]
+        x, xh = cached["x"], cached["xh"]
     else:
         logger.info("fit-head: reading %d [CLS] states (%s)", len(train), counts)
         x = features(model, train, cfg.batch_size, cfg.read_prompt)
