@@ -145,3 +145,19 @@ def test_a_partial_nested_config_keeps_the_other_defaults():
     assert cfg.attacker_decode.policy == "low" and cfg.attacker_decode.temperature == 1.0
     with pytest.raises(ConfigError, match="num_tokenz"):
         ATTACKS.get("prefill")().make_config({"num_tokenz": [5]})
+
+
+def test_direct_generates_in_chunks_and_yields_each_chunk_before_the_next():
+    from safecls.attacks.direct import CHUNK_BATCHES
+
+    target = ScriptedTarget(answer=lambda p: f"reply to {p}")
+    target.batch_size = 2
+    step = 2 * CHUNK_BATCHES
+    items = [AttackItem(id=f"t/{i}", prompt=f"request {i}") for i in range(step + 3)]
+    records = ATTACKS.get("direct")().attack(target, items, ATTACKS.get("direct")().make_config(None), done={"direct/t/1"})
+    first = [next(records) for _ in range(step)]
+    assert len(target.calls) == 1  # the first chunk's records come before the second chunk is generated
+    rest = list(records)
+    assert [len(c[0]) for c in target.calls] == [step, 2]  # t/1 was done already
+    assert [r.prompt_id for r in first + rest] == [it.id for it in items if it.id != "t/1"]
+    assert [r.response for r in first + rest] == [f"reply to {it.prompt}" for it in items if it.id != "t/1"]
