@@ -87,3 +87,29 @@ def test_over_refusal_leaves_out_the_models_own_head():
     metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
     rows = {r["judge"]: r for r in metrics["over_refusal"]}
     assert set(rows) == {"keyword"} and rows["keyword"]["safe_refused"]["k"] == 1
+
+
+def test_a_companion_run_adds_its_models_rows_with_its_own_settings(tmp_path):
+    """study/eval/prefill-<x> holds more models measured with the prefill run's settings: the prefill tables show
+    them beside the prefill run's, each run's settings named; a run whose name only starts the same is not one."""
+    def run(name: str, model: str, broken: set[int]) -> None:
+        cfg = EvalConfig.model_validate({
+            "name": name, "models": [{"name": model, "path": "base"}],
+            "attacks": [{"name": "prefill", "params": {"num_tokens": [5]}}],
+            "benchmarks": [{"name": "advbench", "limit": 4}], "judges": [{"name": "keyword"}]})
+        records = [Rec(model, f"reply {i}", "comply" if i in broken else "refuse", attack="prefill", variant="k=5",
+                       item=f"advbench/{i}") for i in range(4)]
+        d = tmp_path / "study" / "eval" / name
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(summarize(records, cfg, schedules={}, probing=[], run_info={})))
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+
+    run("prefill", "plain-sft", {0, 1, 2})
+    run("prefill-refit", "refit", {0})
+    run("prefillish", "other", {0, 1, 2, 3})
+    section = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text().split("### Prefill attack")[1]
+    section = section.split("\n### ")[0]
+    assert "study/eval/prefill/config.yaml): models plain-sft" in section
+    assert "study/eval/prefill-refit/config.yaml): models refit" in section
+    assert "| plain-sft | 75.0% [" in section and "| refit | 25.0% [" in section
+    assert "other" not in section and "prefillish" not in section

@@ -20,6 +20,25 @@ def _eval(study: Path, name: str) -> dict | None:
     return _load(study / "eval" / name / "metrics.json")
 
 
+def _family(study: Path, *names: str) -> list[str]:
+    """Each named run and its companions (study/eval/<name>-*: more models measured with that run's settings), those
+    with metrics."""
+    d = study / "eval"
+    out = [n for name in names for n in (name, *sorted(p.name for p in d.glob(f"{name}-*") if p.is_dir()))]
+    return [n for n in out if (d / n / "metrics.json").is_file()]
+
+
+def _merged(study: Path, runs: list[str]) -> dict | None:
+    """The rows of several runs' metrics as one (each row names its model)."""
+    ms = [m for n in runs if (m := _eval(study, n))]
+    return {k: [r for m in ms for r in m.get(k) or []] for k in ("asr", "over_refusal", "refusal_quality", "utility")} \
+        if ms else None
+
+
+def _settings_of(study: Path, runs: list[str]) -> str:
+    return "".join(_settings(study, n) for n in runs)
+
+
 def _settings(study: Path, name: str) -> str:
     """What a run measured, from its resolved config: models, benchmarks with their limits, attack parameters."""
     path = study / "eval" / name / "config.yaml"
@@ -51,16 +70,18 @@ def header(study: Path) -> str:
 
 def attacks(study: Path) -> str:
     out = ["## Attack success rate\n"]
-    direct = _eval(study, "direct")
+    runs = _family(study, "direct")
+    direct = _merged(study, runs)
     out.append("### Direct requests (AdvBench, all 520)\n")
     has_advbench = direct and any(r["benchmark"] == "advbench" for r in direct.get("asr", []))
-    out.append(_settings(study, "direct") + asr_table(direct, "advbench", "direct") if has_advbench else
+    out.append(_settings_of(study, runs) + asr_table(direct, "advbench", "direct") if has_advbench else
                _missing("direct requests", "safecls eval --config configs/study/direct.yaml"))
-    prefill = _eval(study, "prefill")
+    runs = _family(study, "prefill")
+    prefill = _merged(study, runs)
     out.append("\n### Prefill attack (AdvBench; the reply starts with the first k tokens of the base model's own harmful "
                "answer, and only the continuation is judged)\n")
     if prefill:
-        out.append(_settings(study, "prefill"))
+        out.append(_settings_of(study, runs))
         ks = sorted({r["attack"] for r in prefill["asr"] if r["attack"].startswith("prefill k=")},
                     key=lambda a: int(a.rsplit("=", 1)[1]))
         for k in ks:
@@ -81,8 +102,9 @@ def attacks(study: Path) -> str:
 
 
 def over_refusal(study: Path) -> str:
-    direct = _eval(study, "direct")
-    body = _settings(study, "direct") + "\n" + over_refusal_table(direct) if direct else _missing(
+    runs = _family(study, "direct", "overrefusal")
+    direct = _merged(study, runs)
+    body = _settings_of(study, runs) + "\n" + over_refusal_table(direct) if direct else _missing(
         "over-refusal", "safecls eval --config configs/study/direct.yaml")
     return ("## Over-refusal\n\nXSTest's 250 safe prompts refused and 200 unsafe ones complied with, and the recipe's "
             "held-out benign requests (none used in training or calibration) refused.\n\n" + body + "\n")
@@ -90,7 +112,7 @@ def over_refusal(study: Path) -> str:
 
 def refusal_quality(study: Path) -> str:
     parts = [refusal_quality_table(m) for name in ("direct", "prefill", "decoding")
-             if (m := _eval(study, name)) and m.get("refusal_quality")]
+             if (m := _merged(study, _family(study, name))) and m.get("refusal_quality")]
     body = "\n".join(parts) if parts else _missing("refusal quality", "safecls eval --config configs/study/direct.yaml")
     return ("## Refusal quality\n\nOf the harmful requests each judge calls refused, the refusals that give a reason "
             "(a reason clause whose words say more than the refusal itself) without looping, and those that merely "
