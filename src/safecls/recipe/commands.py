@@ -11,10 +11,26 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+def pool_limits(given: list[str]) -> dict[str, int]:
+    """The recipe's prompts per benign pool (self_answers.LIMITS) with `--limit POOL=N` applied."""
+    from safecls.errors import ConfigError
+    from safecls.recipe.self_answers import LIMITS
+
+    out = dict(LIMITS)
+    for item in given:
+        pool, _, n = item.partition("=")
+        if pool not in LIMITS or not n.isdigit() or int(n) < 1:
+            raise ConfigError(f"--limit {item}: expected POOL=N with POOL one of {', '.join(LIMITS)} and N a positive "
+                              "integer. Fix: e.g. --limit lima=1000")
+        out[pool] = int(n)
+    return out
+
+
 def _answers(args: argparse.Namespace) -> int:
     from safecls.recipe.self_answers import self_answers
 
-    got = self_answers(args.data_dir, Path(args.out) / "self_answers.jsonl", model=args.model)
+    got = self_answers(args.data_dir, Path(args.out) / "self_answers.jsonl", model=args.model,
+                       limits=pool_limits(args.limit))
     print(f"{len(got)} answers in {Path(args.out) / 'self_answers.jsonl'}")
     return 0
 
@@ -25,8 +41,10 @@ def _data(args: argparse.Namespace) -> int:
     from safecls.recipe.self_answers import self_answers
 
     out = Path(args.out)
-    answers = self_answers(args.data_dir, out / "self_answers.jsonl", model=args.model, generate=not args.cached_only)
-    examples, stats = build_examples(args.data_dir, answers, seed=args.seed, cache=out / "cache")
+    limits = pool_limits(args.limit)
+    answers = self_answers(args.data_dir, out / "self_answers.jsonl", model=args.model, generate=not args.cached_only,
+                           limits=limits)
+    examples, stats = build_examples(args.data_dir, answers, seed=args.seed, cache=out / "cache", limits=limits)
     paths = write_datasets(examples, out / "data", stats, seed=args.seed)
     print(json.dumps(json.loads(paths["manifest"].read_text())["files"], indent=1))
     print(f"written to {out / 'data'}")
@@ -53,6 +71,10 @@ def register(sub: Any) -> None:
         p.add_argument("--out", default="runs/recipe", help="where answers and data/ go")
         p.add_argument("--model", default="base", help="the model whose answers are collected (base: the embedded SmolLM2)")
         p.add_argument("--seed", type=int, default=0)
+        if name != "all":
+            p.add_argument("--limit", action="append", default=[], metavar="POOL=N",
+                           help="prompts drawn of a benign pool, a seeded subset (default: the shipped model's, "
+                                "LIMITS in recipe/self_answers.py); repeatable")
         if name == "data":
             p.add_argument("--cached-only", action="store_true", help="use the answers already cached; generate none")
         p.set_defaults(func=func)

@@ -66,9 +66,10 @@ def refusal(reason: str) -> str:
     return f"{REFUSAL_PREFIX} {reason}"
 
 
-def build_examples(data_dir: str | Path, answers: dict[str, Any], *, seed: int = 0,
-                   cache: str | Path | None = None) -> tuple[list[Example], dict[str, Any]]:
-    """All examples, and counts of everything kept and dropped (and why)."""
+def build_examples(data_dir: str | Path, answers: dict[str, Any], *, seed: int = 0, cache: str | Path | None = None,
+                   limits: dict[str, int] | None = None) -> tuple[list[Example], dict[str, Any]]:
+    """All examples, and counts of everything kept and dropped (and why); `limits`: prompts drawn of each benign
+    pool (default self_answers.LIMITS)."""
     stats: Counter = Counter()
     safety = pool_prompts(data_dir, "safety-sft")
     labels = safety_sft_labels(safety)
@@ -83,7 +84,7 @@ def build_examples(data_dir: str | Path, answers: dict[str, Any], *, seed: int =
         rows.append((f"{pair.id}/unsafe", "contrast-unsafe", "contrast", pair.unsafe, 1, pair.id, None))
         rows.append((f"{pair.id}/safe", "contrast-safe", "contrast", pair.safe, 0, pair.id, None))
     for pool in ALL_POOLS[3:]:
-        rows += [(p.id, "benign", pool, p.prompt, 0, p.id, p.reference) for p in pool_prompts(data_dir, pool)]
+        rows += [(p.id, "benign", pool, p.prompt, 0, p.id, p.reference) for p in pool_prompts(data_dir, pool, limits)]
     reasons = {p.id: labels[p.id].reason for p in safety if p.id in labels}
     reasons.update({f"{pair.id}/unsafe": pair.reason for pair in contrast_pairs()})
 
