@@ -16,6 +16,7 @@ from safecls.data.mixture import SFTMixtureConfig
 from safecls.errors import ConfigError
 from safecls.eval.config import EvalConfig
 from safecls.eval.runner import plan, run_eval
+from safecls.inference.calibration import CalibrationConfig
 from safecls.model import SafeClsModel
 from safecls.train.config import TrainConfig
 from safecls.train.head_fit import HeadFitConfig
@@ -26,8 +27,8 @@ KINDS = {"eval_": EvalConfig, "train_": TrainConfig, "data_sft": SFTMixtureConfi
 
 
 def _kind(path: Path):
-    if path.parent.name == "recipe":  # the shipped model's training chain, and the optional head re-fit
-        return HeadFitConfig if path.stem == "head" else TrainConfig
+    if path.parent.name == "recipe":  # the shipped model's chain: training stages, the head re-fit, calibration
+        return {"head": HeadFitConfig, "calibrate": CalibrationConfig}.get(path.stem, TrainConfig)
     if path.parent.name == "study":  # the study's evaluation matrices
         return EvalConfig
     return next((cls for prefix, cls in KINDS.items() if path.name.startswith(prefix)), None)

@@ -80,3 +80,36 @@ def test_ending_a_refusal_that_drifted_is_not_a_benign_request_flagged():
     assert SafetyTrace(interventions=[Intervention("insert_prefix", 0, -1), Intervention(END_REFUSAL, 20, 22)]
                        ).steered_to_refusal
     assert not SafetyTrace().steered_to_refusal
+
+
+def test_calibrate_command_reads_a_config_that_flags_override(tmp_path, monkeypatch):
+    import argparse
+
+    from safecls.inference import commands
+
+    seen = []
+
+    def fake_calibrate(model, prompts, labels, cfg):
+        seen.append((cfg, labels))
+        raise SystemExit(0)
+
+    monkeypatch.setattr("safecls.inference.calibration.calibrate", fake_calibrate)
+    monkeypatch.setattr(SafeClsModel, "from_pretrained", staticmethod(lambda path: object()))
+    dev = tmp_path / "dev.jsonl"
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    dev.write_text("".join(json.dumps({"messages": turns, "label": i % 2, "source": "t"}) + "\n"
+                           for i in range(4)))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_benign_flagged: 0.05\ntaus: [2, 3]\ncandidates: 4\n")
+    parser = argparse.ArgumentParser(prog="safecls")
+    commands.register(parser.add_subparsers(dest="command"))
+    for extra in ([], ["--set", "candidates=2"], ["--max-benign-flagged", "0.01"]):
+        args = parser.parse_args(["calibrate", "--model", "m", "--data", str(dev), "--config", str(cfg), *extra])
+        with pytest.raises(SystemExit):
+            args.func(args)
+    args = parser.parse_args(["calibrate", "--model", "m", "--data", str(dev)])  # no config: the class's defaults
+    with pytest.raises(SystemExit):
+        args.func(args)
+    got = [(c.max_benign_flagged, c.taus, c.candidates) for c, _ in seen]
+    assert got == [(0.05, [2, 3], 4), (0.05, [2, 3], 2), (0.01, [2, 3], 4), (0.03, [1, 2, 3], 5)]
+    assert seen[0][1] == [0, 1, 0, 1]

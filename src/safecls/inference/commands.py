@@ -124,15 +124,18 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from safecls.config import apply_overrides, validate
+    from safecls.config import apply_overrides, load_config, validate
     from safecls.data.sft_records import read_sft_jsonl
     from safecls.inference.calibration import CalibrationConfig, calibrate
     from safecls.io import atomic_write
     from safecls.model import SafeClsModel
     from safecls.model.checkpoint import CALIBRATION_NAME
 
-    data = {"max_benign_flagged": args.max_benign_flagged}
-    cfg = validate(CalibrationConfig, apply_overrides(data, args.set), source="command line")
+    given = [] if args.max_benign_flagged is None else [f"max_benign_flagged={args.max_benign_flagged}"]
+    if args.config:
+        cfg = load_config(args.config, CalibrationConfig, given + args.set)
+    else:
+        cfg = validate(CalibrationConfig, apply_overrides({}, given + args.set), source="command line")
     model = SafeClsModel.from_pretrained(args.model)
     records = read_sft_jsonl(args.data)
     prompts = [[m.model_dump() for m in r.prompt_messages] for r in records]
@@ -158,7 +161,10 @@ def register(sub: Any) -> None:
                                    "unset takes (generate, chat, serve, eval).")
     k.add_argument("--model", required=True, help="a safecls checkpoint folder")
     k.add_argument("--data", required=True, help="labelled dev JSONL (messages + label), disjoint from evaluation sets")
-    k.add_argument("--max-benign-flagged", type=float, default=0.03, help="target share of benign dev requests refused")
+    k.add_argument("--config", help="a CalibrationConfig YAML (the recipe's: configs/recipe/calibrate.yaml); --set and "
+                                    "--max-benign-flagged override it")
+    k.add_argument("--max-benign-flagged", type=float,
+                   help="target share of benign dev requests refused (default: the config's, else 0.03)")
     k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any CalibrationConfig field, e.g. decode.schedule=every or taus=[1,3]")
     k.set_defaults(func=_calibrate)
