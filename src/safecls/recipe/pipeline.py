@@ -1,7 +1,7 @@
 """The whole recipe of the shipped model, step by step, each step resumable: the base model's own answers, the
 data, the pretrain stage, the sft stage from it, the head re-fit on the sft stage's [CLS] states, and calibration on
-the dev split. `safecls recipe all` (and
-`safecls demo --retrain`) run it; on 2 CPU cores it takes hours (docs/MODEL_CARD.md gives the measured times)."""
+the dev split. `safecls recipe all` (and `safecls demo --retrain`) run it; on 2 CPU cores it takes hours
+(docs/MODEL_CARD.md gives the measured times)."""
 
 from __future__ import annotations
 

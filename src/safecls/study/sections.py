@@ -64,8 +64,8 @@ def header(study: Path) -> str:
         f"Machine: {MACHINE}. Model: SmolLM2-135M-Instruct (the embedded base) and what the recipe "
         "(docs/MODEL_CARD.md) trains from it.\n\n"
         "Models: **base** (undefended), **plain-sft** (plain SFT on the recipe's data, no [CLS]: the ordinarily aligned "
-        "model, the role Llama2-7B-Chat plays in the paper), **plain-sft-more-benign** (the same with every LIMA and "
-        "Alpaca prompt drawn: `safecls recipe data --limit lima=1029 --limit alpaca=999`), **qi** (plain SFT + Qi et "
+        "model, the role Llama2-7B-Chat plays in the paper), **plain-sft-more-benign** (the same with every LIMA "
+        "prompt drawn, 992 instead of 250: `safecls recipe data --limit lima=1029`), **qi** (plain SFT + Qi et "
         "al. 2024 recovery examples), **safecls-sft-only** (the sft stage alone), **safecls** (pretrain + sft stages "
         "with the sft stage's own head: `default` in study/eval/direct and study/eval/prefill), **safecls-head-refit** "
         "(the same with the head re-fit on its `[CLS]` states: the shipped model).\n\n")
