@@ -75,9 +75,9 @@ def attacks(study: Path) -> str:
     out = ["## Attack success rate\n"]
     runs = _family(study, "direct")
     direct = _merged(study, runs)
-    out.append("### Direct requests (AdvBench, all 520)\n")
+    out.append("### Direct requests (AdvBench)\n")
     has_advbench = direct and any(r["benchmark"] == "advbench" for r in direct.get("asr", []))
-    out.append(_settings_of(study, runs) + asr_table(direct, "advbench", "direct") if has_advbench else
+    out.append(_settings_of(study, runs) + "\n" + asr_table(direct, "advbench", "direct") if has_advbench else
                _missing("direct requests", "safecls eval --config configs/study/direct.yaml"))
     runs = _family(study, "prefill")
     prefill = _merged(study, runs)
