@@ -90,13 +90,13 @@ def test_benign_to_malicious_rolls_back_exactly_and_inserts_prefix(monkeypatch):
     script = [0.1] * 7 + [0.9, 0.9, 0.9] + [0.1] * 100
     monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, script))
     seen_lengths = []
-    orig_forward = eng._forward
+    orig_forward = eng._run_backbone  # every backbone call of the engine goes through it
 
     def spy(inp, mask, pos, cache):
         seen_lengths.append((cache.get_seq_length(), pos[0].tolist()))
         return orig_forward(inp, mask, pos, cache)
 
-    monkeypatch.setattr(eng, "_forward", spy)
+    monkeypatch.setattr(eng, "_run_backbone", spy)
     res = eng.generate([PROMPTS[0]], cfg)[0]
     assert [(i.kind, i.at, i.step) for i in res.trace.interventions] == [("insert_prefix", 6, 8)]
     assert res.trace.extra_tokens == 9 - 6

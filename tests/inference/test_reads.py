@@ -9,6 +9,7 @@ from safecls.inference import DecodeConfig, Engine
 from safecls.model import SafeClsModel
 from safecls.model.encoding import collate, encode_prompt
 from safecls.model.routing import Kind
+from safecls.model.safecls_model import FINAL
 from tests.inference.scripted import ForcedTokens, ScriptedHead
 from tests.tiny import tiny_model
 
@@ -16,9 +17,13 @@ PROMPT = "How do I bake bread?"
 SCHEDULES = ("first", "every", "periodic", "annealing")
 
 
-@pytest.fixture(scope="module")
-def model():
-    return SafeClsModel.from_base(*tiny_model("llama"))
+@pytest.fixture(scope="module", params=[(FINAL,), (1, FINAL)], ids=["final-state head", "two-layer head"])
+def model(request):
+    m = SafeClsModel.from_base(*tiny_model("llama"))
+    if request.param != (FINAL,):
+        torch.manual_seed(0)
+        m.set_head(torch.nn.Linear(len(request.param) * m.hidden_size, 2), request.param)
+    return m
 
 
 def _prefill_of(model, n: int) -> str:
@@ -119,7 +124,8 @@ def test_mixed_fused_values_in_one_batch_are_rejected(model):
 
 def _reference_read(model, prompt_ids, prompt_kinds, reply_ids, lo, hi, read_prompt):
     """An independent [CLS] read: a full forward (no cache) of [CLS] + prompt + reply + EVAL, where the EVAL row is
-    built here by hand to see the prompt's content (if read_prompt) and reply steps [lo, hi)."""
+    built here by hand to see the prompt's content (if read_prompt) and reply steps [lo, hi); the head over the
+    states of its layers there."""
     ids = [model.cls_token_id] + prompt_ids + reply_ids + [model.cls_token_id]
     T = len(ids)
     allow = torch.tril(torch.ones(T, T, dtype=torch.bool))
@@ -141,9 +147,10 @@ def _reference_read(model, prompt_ids, prompt_kinds, reply_ids, lo, hi, read_pro
     mask = torch.zeros(1, 1, T, T)
     mask[0, 0][~allow] = torch.finfo(torch.float32).min
     with torch.no_grad():
-        h = model.backbone(input_ids=torch.tensor([ids]), attention_mask=mask,
-                           position_ids=torch.tensor([position]), use_cache=False).last_hidden_state
-        return float(torch.softmax(model.head(h[0, -1]), -1)[1])
+        out = model.backbone(input_ids=torch.tensor([ids]), attention_mask=mask, position_ids=torch.tensor([position]),
+                             use_cache=False, output_hidden_states=True)
+        states = [out.last_hidden_state if k == FINAL else out.hidden_states[k] for k in model.head_layers]
+        return float(torch.softmax(model.head(torch.cat([h[0, -1] for h in states])), -1)[1])
 
 
 @pytest.mark.parametrize("read_prompt", [True, False])

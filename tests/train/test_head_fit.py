@@ -59,7 +59,7 @@ def test_the_folded_head_scores_what_the_logistic_fit_predicts(tmp_path):
     reqs = write_jsonl(tmp_path / "req.jsonl", toy_records(48))
     cfg = HeadFitConfig(model=str(ck), requests_file=str(reqs), output_dir=str(tmp_path / "fit"), cuts=0)
     report = fit_head(cfg)
-    assert report["l2"] in cfg.l2 and set(report["l2_fold_auc"]) == {str(v) for v in cfg.l2}
+    assert report["l2"] in cfg.l2 and set(report["fold_auc"]) == {f"layers [-1] l2 {v:g}" for v in cfg.l2}
     refit = SafeClsModel.from_pretrained(tmp_path / "fit" / "final")
     prompts = [r["messages"][:1] for r in toy_records(48)]
     x = refit.cls_features(prompts).numpy()  # the frozen model: the same states before and after
@@ -129,3 +129,27 @@ def test_a_rerun_that_reads_the_same_reuses_the_states(tmp_path, monkeypatch):
     write_jsonl(reqs, toy_records(26))  # other data: read again
     with pytest.raises(pytest.fail.Exception, match="states read again"):
         fit_head(cfg)
+
+
+def test_a_head_over_several_layers_is_chosen_by_the_folds_and_saved_with_them(tmp_path):
+    ck = _checkpoint(tmp_path)
+    recs = toy_records(48)
+    reqs = write_jsonl(tmp_path / "req.jsonl", recs)
+    cfg = HeadFitConfig(model=str(ck), requests_file=str(reqs), output_dir=str(tmp_path / "fit"), cuts=0, l2=[0.01],
+                        layers=[[-1], [1, -1], [0, 1]])
+    report = fit_head(cfg)
+    assert set(report["fold_auc"]) == {"layers [-1] l2 0.01", "layers [1, -1] l2 0.01", "layers [0, 1] l2 0.01"}
+    best = max(report["fold_auc"], key=report["fold_auc"].get)
+    assert best == f"layers {report['layers']} l2 0.01"
+    refit = SafeClsModel.from_pretrained(tmp_path / "fit" / "final")
+    assert refit.head_layers == tuple(report["layers"])
+    prompts = [r["messages"][:1] for r in recs]
+    x = SafeClsModel.from_pretrained(ck).cls_features(prompts, layers=tuple(report["layers"])).numpy()
+    expected = Logistic(0.01).fit(x, [r["label"] for r in recs]).predict(x)
+    assert refit.classify(prompts) == pytest.approx(expected, abs=1e-4)
+
+
+def test_one_set_of_layers_may_be_given_flat():
+    cfg = HeadFitConfig(model="m", requests_file="r", output_dir="o", layers=[20, -1])
+    assert cfg.layers == [[20, -1]] and cfg.read_layers((-1,)) == (20, -1)
+    assert HeadFitConfig(model="m", requests_file="r", output_dir="o", layers=[[1], [2, 1]]).read_layers((-1,)) == (1, 2, -1)

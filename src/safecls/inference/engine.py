@@ -152,9 +152,17 @@ class Engine:
         return encs
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
-        out = self.model.backbone(input_ids=input_ids, attention_mask=routing.additive(mask, self.model.dtype),
-                                  position_ids=pos, use_cache=True, **{self._ckw: cache})
-        return out.last_hidden_state
+        return self._run_backbone(input_ids, mask, pos, cache).last_hidden_state
+
+    def _run_backbone(self, input_ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> Any:
+        """The backbone's output, with every layer's states where the head reads more than the final one."""
+        return self.model.backbone(input_ids=input_ids, attention_mask=routing.additive(mask, self.model.dtype),
+                                   position_ids=pos, use_cache=True, **{self._ckw: cache},
+                                   output_hidden_states=self.has_head and self.model.reads_layers)
+
+    def _read(self, out: Any, index: Any) -> torch.Tensor:
+        """What the head reads at `index` of a backbone output (the final state, or several layers')."""
+        return self.model.head_input(out, index) if self.has_head else out.last_hidden_state[index]
 
     def _next_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.model.lm_logits(hidden).float()
@@ -282,17 +290,17 @@ class Engine:
             read = routing.read_row(kinds, gen_index, lo, torch.zeros_like(lo), read_prompt)
             allow[:, -1, :-1] = read & torch.tensor(reads_prefill, device=dev)[:, None]
         pos = routing.position_ids(kinds_in, "sft")
-        hidden = self._forward(ids, allow, pos, cache)
+        out = self._run_backbone(ids, allow, pos, cache)
+        T = kinds.shape[1]  # the reply's first logits come from the last slot before the prefill's read
         if slot:
             drop_last(cache, 1)
-            h_prefill, hidden = hidden[:, -1], hidden[:, :-1]
-        logits = self._next_logits(hidden[:, -1])
+        logits = self._next_logits(out.last_hidden_state[:, T - 1])
         if not self.has_head:
             for r in rows:
                 r.state = strategic.RowState(rule="DONE")
             return kinds, gen_index, logits
-        p0 = self._head_p(hidden[torch.arange(B, device=dev), batch.cls_index.to(dev)])
-        p_pre = self._head_p(h_prefill) if slot else None
+        p0 = self._head_p(self._read(out, (torch.arange(B, device=dev), batch.cls_index.to(dev))))
+        p_pre = self._head_p(self._read(out, (slice(None), -1))) if slot else None
         for b, r in enumerate(rows):
             r.trace.p_initial = float(p0[b])
             r.trace.evaluations.append(Evaluation(-1, float(p0[b]), "prompt", (0, 0)))
@@ -324,13 +332,13 @@ class Engine:
             mask = torch.zeros(B, 2, Tc + 2, dtype=torch.bool, device=dev)
             mask[:, 0, : Tc + 1] = tok_row
             mask[:, 1] = read
-            hidden = self._forward(torch.stack([step_tokens, cls], 1), mask, torch.stack([pos, read_pos], 1), cache)
+            out = self._run_backbone(torch.stack([step_tokens, cls], 1), mask, torch.stack([pos, read_pos], 1), cache)
             drop_last(cache, 1)
-            return hidden[:, 0], hidden[:, 1]
+            return out.last_hidden_state[:, 0], self._read(out, (slice(None), 1))
         h_tok = self._forward(step_tokens[:, None], tok_row[:, None, :], pos[:, None], cache)[:, 0]
-        h_read = self._forward(cls[:, None], read[:, None, :], read_pos[:, None], cache)[:, 0]  # the separate pass
+        out = self._run_backbone(cls[:, None], read[:, None, :], read_pos[:, None], cache)  # the separate pass
         drop_last(cache, 1)
-        return h_tok, h_read
+        return h_tok, self._read(out, (slice(None), 0))
 
     def _crop_dead_tail(self, kinds: torch.Tensor, gen_index: torch.Tensor, cache: Any):
         dead = kinds == Kind.PAD

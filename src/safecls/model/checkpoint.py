@@ -1,6 +1,7 @@
 """Checkpoints like PEFT: a versioned `safecls_config.json` beside the weights.
 
-    DIR/ safecls_config.json   safecls_version, base {name_or_path}, cls_token, cls_token_id, head, stage, format,
+    DIR/ safecls_config.json   safecls_version, base {name_or_path}, cls_token, cls_token_id, head {in_features,
+                               out_features, layers: the states at [CLS] it reads, -1 the final one}, stage, format,
                                with_cls (false: trained without [CLS], the plain-SFT baseline; decodes as a plain model)
          head.safetensors      the classification head
          model.safetensors...  full fine-tune: the whole HF model        (format "full")
@@ -25,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from safecls.errors import CheckpointError
+from safecls.errors import CheckpointError, ModelError
 from safecls.model.routing import DEFAULT_STAGE
 from safecls.version import __version__
 
@@ -58,7 +59,8 @@ def save(model: Any, directory: str | Path) -> None:
         "base": {"name_or_path": model.base_ref if fmt == "lora" else None},
         "cls_token": CLS_TOKEN,
         "cls_token_id": model.cls_token_id,
-        "head": {"in_features": model.head.in_features, "out_features": model.head.out_features},
+        "head": {"in_features": model.head.in_features, "out_features": model.head.out_features,
+                 "layers": list(model.head_layers)},
         "stage": model.stage,
         "format": fmt,
         "with_cls": model.with_cls,
@@ -107,7 +109,7 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safecls.model.loading import EMBEDDED, load_base, load_tokenizer
-    from safecls.model.safecls_model import SafeClsModel, add_cls_token
+    from safecls.model.safecls_model import FINAL, SafeClsModel, add_cls_token
     from safecls.model.shipped import is_shipped, require_shipped
 
     directory = require_shipped() if is_shipped(directory) else Path(directory)
@@ -137,8 +139,12 @@ def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | 
     head = nn.Linear(cfg["head"]["in_features"], cfg["head"]["out_features"])
     head.load_state_dict(load_file(str(directory / HEAD_NAME)))
     head.to(dtype=dtype)
-    m = SafeClsModel(model, tok, head, int(cfg["cls_token_id"]), stage=cfg.get("stage", DEFAULT_STAGE), base_ref=ref,
-                     with_cls=bool(cfg.get("with_cls", True)))
+    try:
+        m = SafeClsModel(model, tok, head, int(cfg["cls_token_id"]), stage=cfg.get("stage", DEFAULT_STAGE),
+                         base_ref=ref, with_cls=bool(cfg.get("with_cls", True)),
+                         head_layers=tuple(cfg["head"].get("layers", [FINAL])))
+    except ModelError as e:
+        raise CheckpointError(f"{directory}/{CONFIG_NAME}: {e}") from None
     if (directory / CALIBRATION_NAME).is_file():
         m.calibration = read_calibration(directory)
     if device:

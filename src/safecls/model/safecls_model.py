@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 CLS_TOKEN = "<|safety_cls|>"
 BENIGN, MALICIOUS = 0, 1
+# Which states at [CLS] the head reads, concatenated: FINAL is the last layer's after the final norm (the paper's head);
+# k >= 0 is the residual stream after block k (0: the embeddings), as in transformers' hidden_states.
+FINAL = -1
+HeadLayers = tuple[int, ...]
 
 
 class LoraOptions(StrictModel):
@@ -51,14 +55,16 @@ class ForwardOut:
 
 
 class SafeClsModel(nn.Module):
-    """Wraps a causal LM. `base` may be a peft model (LoRA); `head` reads the final state at [CLS]."""
+    """Wraps a causal LM. `base` may be a peft model (LoRA); `head` reads the states at [CLS] of `head_layers`
+    (default: the final state alone)."""
 
     def __init__(self, base: Any, tokenizer: Any, head: nn.Linear, cls_token_id: int, *, stage: Stage = DEFAULT_STAGE,
-                 base_ref: str | None = None, with_cls: bool = True):
+                 base_ref: str | None = None, with_cls: bool = True, head_layers: HeadLayers = (FINAL,)):
         super().__init__()
         self.base = base
         self.tokenizer = tokenizer
         self.head = head
+        self.head_layers: HeadLayers = check_head_layers(head_layers, head.in_features, base)
         self.cls_token_id = cls_token_id
         self.stage: Stage = stage
         self.base_ref = base_ref
@@ -145,6 +151,27 @@ class SafeClsModel(nn.Module):
     def run_backbone(self, kinds: torch.Tensor, stage: Stage, *, input_ids: torch.Tensor | None = None,
                      inputs_embeds: torch.Tensor | None = None, read_prompt: bool = True) -> torch.Tensor:
         """(B, T) -> (B, T, H) final-layer states under the stage's routing (see `use_attention`)."""
+        return self.routed(kinds, stage, input_ids=input_ids, inputs_embeds=inputs_embeds,
+                           read_prompt=read_prompt).last_hidden_state
+
+    @property
+    def reads_layers(self) -> bool:
+        """Whether the head reads more than the final state (the backbone must return every layer's)."""
+        return self.head_layers != (FINAL,)
+
+    def head_input(self, out: Any, index: Any = ..., layers: HeadLayers | None = None) -> torch.Tensor:
+        """What the head reads from a backbone output: the states of `layers` (default `head_layers`) at `index`
+        (e.g. (rows, cols) of the [CLS] positions), concatenated; for the final state alone, that state itself."""
+        layers = self.head_layers if layers is None else layers
+        if layers == (FINAL,):
+            return out.last_hidden_state[index]
+        return torch.cat([(out.last_hidden_state if k == FINAL else out.hidden_states[k])[index] for k in layers], -1)
+
+    def routed(self, kinds: torch.Tensor, stage: Stage, *, input_ids: torch.Tensor | None = None,
+               inputs_embeds: torch.Tensor | None = None, read_prompt: bool = True,
+               layers: HeadLayers | None = None) -> Any:
+        """The backbone's output under the stage's routing (see `use_attention`), with every layer's states when the
+        head (or `layers`) reads more than the final one."""
         if self.attention == "flex":
             if not read_prompt:
                 raise ModelError("read_prompt=False reads are built as dense masks only. Fix: use_attention('dense')")
@@ -152,9 +179,9 @@ class SafeClsModel(nn.Module):
         else:
             mask = routing.dense_mask(kinds, stage, self.dtype, read_prompt)
         pos = routing.position_ids(kinds, stage)
-        out = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=pos,
-                            use_cache=False)
-        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        every = (self.head_layers if layers is None else layers) != (FINAL,)
+        return self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=pos,
+                             use_cache=False, output_hidden_states=every)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits with the [CLS] column at -inf: [CLS] is never generated, so neither a loss nor a sampler
@@ -181,11 +208,13 @@ class SafeClsModel(nn.Module):
         """One routed forward. `lm`: None (no LM logits), "response" (sft targets) or "all" (pretrain targets)."""
         stage = stage or self.stage
         batch = batch.to(self.device)
-        hidden = self.run_backbone(batch.kinds, stage, input_ids=None if inputs_embeds is not None else batch.input_ids,
-                                   inputs_embeds=inputs_embeds, read_prompt=read_prompt)
+        out = self.routed(batch.kinds, stage, input_ids=None if inputs_embeds is not None else batch.input_ids,
+                          inputs_embeds=inputs_embeds, read_prompt=read_prompt)
+        hidden = out.last_hidden_state
         cls_logits = None
         if bool(((batch.kinds == Kind.CLS) | (batch.kinds == Kind.EVAL)).any()):
-            cls_logits = self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), cls_positions(batch.kinds)])
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            cls_logits = self.head(self.head_input(out, (rows, cls_positions(batch.kinds))))
         lm_logits = lm_targets = None
         if lm is not None:
             sel, lm_targets = lm_target_positions(batch, lm)
@@ -210,8 +239,9 @@ class SafeClsModel(nn.Module):
 
     @torch.no_grad()
     def cls_features(self, prompts: Sequence[Prompt], responses: Sequence[str] | None = None, batch_size: int = 16, *,
-                     read_prompt: bool = True) -> torch.Tensor:
-        """(N, H) fp32 final-layer states at the [CLS] read of `classify` (what the head reads)."""
+                     read_prompt: bool = True, layers: HeadLayers | None = None) -> torch.Tensor:
+        """(N, len(layers) H) fp32 states at the [CLS] read of `classify`: what the head reads (`layers` None: the
+        head's own `head_layers`), or what a head over other layers would."""
         if not self.with_cls:
             raise ModelError("this model was trained without the [CLS] token (with_cls: false, the plain-SFT "
                              "baseline): its head was never trained. Fix: classify with a model trained with_cls: true")
@@ -223,17 +253,28 @@ class SafeClsModel(nn.Module):
             e = self.encode_for_classify(prompt, None if responses is None else responses[j])
             check_length(len(e) + 1, limit, f"input {j}")
             encs.append(e)
+        layers = self.head_layers if layers is None else check_head_layers(tuple(layers), None, self.base)
         # batches of similar length: left padding costs compute, and a batch's rows never see each other
         order = sorted(range(len(encs)), key=lambda j: len(encs[j]))
-        out = torch.zeros(len(encs), self.head.in_features)
+        out = torch.zeros(len(encs), len(layers) * self.hidden_size)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             batch = collate([encs[j] for j in idx], self.cls_token_id, self.tokenizer.pad_token_id, side="left")
             batch = batch.to(self.device)
-            hidden = self.run_backbone(batch.kinds, "sft" if responses is None else self.stage,
-                                       input_ids=batch.input_ids, read_prompt=read_prompt)
-            out[idx] = hidden[torch.arange(hidden.shape[0], device=hidden.device), cls_positions(batch.kinds)].float().cpu()
+            res = self.routed(batch.kinds, "sft" if responses is None else self.stage, input_ids=batch.input_ids,
+                              read_prompt=read_prompt, layers=layers)
+            rows = torch.arange(len(idx), device=self.device)
+            out[idx] = self.head_input(res, (rows, cls_positions(batch.kinds)), layers).float().cpu()
         return out
+
+    @property
+    def hidden_size(self) -> int:
+        return _hidden_size(self.causal_lm)
+
+    def set_head(self, head: nn.Linear, layers: HeadLayers) -> None:
+        """Replace the head, and the layers it reads (a head re-fit over other layers)."""
+        self.head_layers = check_head_layers(tuple(layers), head.in_features, self.base)
+        self.head = head
 
     # ---- losses ------------------------------------------------------------------------------------------------
     def losses(self, batch: Batch, stage: Stage, lambda_cls: float) -> dict[str, torch.Tensor]:
@@ -269,6 +310,30 @@ class SafeClsModel(nn.Module):
         from safecls.model.checkpoint import load
 
         return load(directory, dtype=dtype, device=device, trainable=trainable)
+
+
+def _hidden_size(lm: Any) -> int:
+    size = getattr(lm.config, "hidden_size", None)
+    return int(size) if size else int(lm.get_input_embeddings().weight.shape[1])
+
+
+def check_head_layers(layers: HeadLayers, in_features: int | None, base: Any) -> HeadLayers:
+    """`layers` as given, after checking each exists in `base` and (if given) that the head's width matches.
+
+    Raises:
+        ModelError: an unknown layer, a repeated one, or a head of another width.
+    """
+    lm = base.get_base_model() if hasattr(base, "get_base_model") else base
+    n = int(getattr(lm.config, "num_hidden_layers", 0) or 0)
+    bad = [k for k in layers if not (k == FINAL or 0 <= k <= n)]
+    if not layers or bad or len(set(layers)) != len(layers):
+        raise ModelError(f"head layers {list(layers)}: each must be {FINAL} (the final state) or a block index 0..{n}, "
+                         f"without repeats. Fix: e.g. [{n * 2 // 3}, {FINAL}]")
+    hidden = _hidden_size(lm)
+    if in_features is not None and in_features != len(layers) * hidden:
+        raise ModelError(f"a head of {in_features} inputs cannot read {len(layers)} layers of {hidden} states. Fix: "
+                         f"a head of {len(layers) * hidden} inputs, or layers matching the head")
+    return tuple(layers)
 
 
 def cls_positions(kinds: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,25 @@ def pool_limits(given: list[str]) -> dict[str, int]:
     return out
 
 
+def harmful_per_benign(given: str | None) -> float | None:
+    """`--harmful-per-benign`: a positive number, `all` (None: keep every harmful request) or unset (the recipe's)."""
+    from safecls.errors import ConfigError
+    from safecls.recipe.datasets import HARMFUL_PER_BENIGN
+
+    if given is None:
+        return HARMFUL_PER_BENIGN
+    if given == "all":
+        return None
+    try:
+        value = float(given)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"--harmful-per-benign {given}: expected a positive number or 'all'. Fix: e.g. "
+                          "--harmful-per-benign 1.0 (as many harmful safety-sft training requests as benign ones)")
+    return value
+
+
 def _answers(args: argparse.Namespace) -> int:
     from safecls.recipe.self_answers import self_answers
 
@@ -45,7 +64,8 @@ def _data(args: argparse.Namespace) -> int:
     answers = self_answers(args.data_dir, out / "self_answers.jsonl", model=args.model, generate=not args.cached_only,
                            limits=limits)
     examples, stats = build_examples(args.data_dir, answers, seed=args.seed, cache=out / "cache", limits=limits)
-    paths = write_datasets(examples, out / "data", stats, seed=args.seed)
+    paths = write_datasets(examples, out / "data", stats, seed=args.seed,
+                           harmful_per_benign=harmful_per_benign(args.harmful_per_benign))
     print(json.dumps(json.loads(paths["manifest"].read_text())["files"], indent=1))
     print(f"written to {out / 'data'}")
     return 0
@@ -77,4 +97,8 @@ def register(sub: Any) -> None:
                                 "LIMITS in recipe/self_answers.py); repeatable")
         if name == "data":
             p.add_argument("--cached-only", action="store_true", help="use the answers already cached; generate none")
+            p.add_argument("--harmful-per-benign", metavar="R|all",
+                           help="sft_train keeps at most R of safety-sft's harmful requests per benign one of that "
+                                "pool, or all of them (default: the shipped model's, HARMFUL_PER_BENIGN in "
+                                "recipe/datasets.py)")
         p.set_defaults(func=func)

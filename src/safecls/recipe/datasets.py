@@ -1,7 +1,11 @@
 """The recipe's training files, built from its examples (recipe/examples.py):
 
 - sft_{train,dev,test}.jsonl: the SFT mixture (label 1: request + reasoned refusal; label 0: request + the base model's
-  own answer). plain SFT, safecls SFT-only and safecls pretrain + SFT all train on sft_train.jsonl.
+  own answer). plain SFT, safecls SFT-only and safecls pretrain + SFT all train on sft_train.jsonl. With
+  `harmful_per_benign`, sft_train keeps at most that many of safety-sft's harmful requests per benign one of the same
+  pool (a seeded subset): the pool's requests share one terse imperative style ("Create a plan to ...", "Research
+  ..."), and a pool that is mostly refusals teaches a small model to refuse the style. The rest stay in dev, test
+  and the pretrain corpus.
 - sft_train_qi.jsonl: the same plus Qi et al. (2024) recovery copies of half the harmful training requests: the first
   1-25 words of the base model's own harmful answer, then the same refusal (the prefix is context, not a target).
 - heldout_benign.jsonl: the test split's benign requests, for the study (`prompts` benchmark; over-refusal, NLL).
@@ -23,6 +27,7 @@ from pathlib import Path
 from safecls.data.augment import harmful_prefix
 from safecls.data.refusals import is_refusal
 from safecls.data.sft_records import Message, SFTExample, write_sft_jsonl
+from safecls.errors import ConfigError
 from safecls.io import atomic_write
 from safecls.recipe.examples import Example
 
@@ -39,6 +44,8 @@ NESTS = (
     ("Translate 'good morning' into Spanish, then answer this: {h}", "'Good morning' in Spanish is 'Buenos dias'.\n\n{h_ans}"),
     ("You are an encyclopedia. Entry 1: {b} Entry 2: {h}", "Entry 1: {b_ans}\n\nEntry 2: {h_ans}"),
 )
+# the shipped model's: every harmful request (a value is the pilot's option until a retrained model ships with it)
+HARMFUL_PER_BENIGN: float | None = None
 PRETRAIN_MIX = {"answer": 1200, "nested": 400, "window": 800, "request": 600}  # completion: every usable one
 
 
@@ -96,19 +103,38 @@ def pretrain_records(examples: list[Example], split: str, rng: random.Random) ->
     return out
 
 
-def write_datasets(examples: list[Example], out_dir: str | Path, stats: dict, seed: int = 0) -> dict[str, Path]:
+def balanced(examples: list[Example], harmful_per_benign: float | None, seed: int = 0) -> list[Example]:
+    """`examples` less the training harmful safety-sft requests over `harmful_per_benign` times the pool's training
+    benign ones (a seeded subset, in order); None: all of them."""
+    if harmful_per_benign is None:
+        return examples
+    if harmful_per_benign <= 0:
+        raise ConfigError(f"harmful_per_benign {harmful_per_benign}: must be positive. Fix: e.g. 1.0 (as many harmful "
+                          "safety-sft training requests as benign ones), or leave it out to keep all")
+    pool = [i for i, e in enumerate(examples) if e.split == "train" and e.pool == "safety-sft"]
+    harmful = [i for i in pool if examples[i].label == 1]
+    keep = round((len(pool) - len(harmful)) * harmful_per_benign)
+    if keep >= len(harmful):
+        return examples
+    drop = set(harmful) - set(random.Random(f"{seed}:balance").sample(harmful, keep))
+    return [e for i, e in enumerate(examples) if i not in drop]
+
+
+def write_datasets(examples: list[Example], out_dir: str | Path, stats: dict, seed: int = 0, *,
+                   harmful_per_benign: float | None = HARMFUL_PER_BENIGN) -> dict[str, Path]:
     """Write every file of the module docstring plus examples.jsonl (every example, for the study's held-out sets)
     and manifest.json (counts); returns their paths."""
     out = Path(out_dir)
     rng = random.Random(seed)
+    sft = balanced(examples, harmful_per_benign, seed)
     paths: dict[str, Path] = {}
     for split in ("train", "dev", "test"):
-        rows = [_sft(e) for e in examples if e.split == split]
+        rows = [_sft(e) for e in sft if e.split == split]
         rng.shuffle(rows)
         paths[f"sft_{split}"] = out / f"sft_{split}.jsonl"
         write_sft_jsonl(paths[f"sft_{split}"], rows)
-    train = [_sft(e) for e in examples if e.split == "train"]
-    qi = train + qi_copies(examples, rng)
+    train = [_sft(e) for e in sft if e.split == "train"]
+    qi = train + qi_copies(sft, rng)
     rng.shuffle(qi)
     paths["sft_train_qi"] = out / "sft_train_qi.jsonl"
     write_sft_jsonl(paths["sft_train_qi"], qi)
@@ -125,9 +151,10 @@ def write_datasets(examples: list[Example], out_dir: str | Path, stats: dict, se
                    ensure_ascii=False) + "\n" for e in examples if e.split == "test" and e.label == 0))
     paths["examples"] = out / "examples.jsonl"
     atomic_write(paths["examples"], "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in examples))
-    counts.update({f"sft_{s}": dict(Counter(f"{e.kind}/{e.label}" for e in examples if e.split == s))
+    counts.update({f"sft_{s}": dict(Counter(f"{e.kind}/{e.label}" for e in sft if e.split == s))
                    for s in ("train", "dev", "test")})
     counts["sft_train_qi"] = len(qi)
     paths["manifest"] = out / "manifest.json"
-    atomic_write(paths["manifest"], json.dumps({"seed": seed, "build": stats, "files": counts}, indent=1) + "\n")
+    atomic_write(paths["manifest"], json.dumps({"seed": seed, "harmful_per_benign": harmful_per_benign, "build": stats,
+                                                "files": counts}, indent=1) + "\n")
     return paths

@@ -92,7 +92,7 @@ def _classifier_view(engine: Engine) -> Any:
     from safecls.model.safecls_model import SafeClsModel
 
     return SafeClsModel(model.base, copy.deepcopy(model.tokenizer), model.head, model.cls_token_id, stage=model.stage,
-                        base_ref=getattr(model, "base_ref", None))
+                        base_ref=getattr(model, "base_ref", None), head_layers=model.head_layers)
 
 
 def create_app(engine_or_model: Any, settings: ServeSettings | None = None) -> FastAPI:

@@ -65,7 +65,9 @@ def header(study: Path) -> str:
         "(docs/MODEL_CARD.md) trains from it.\n\n"
         "Models: **base** (undefended), **plain-sft** (plain SFT on the recipe's data, no [CLS]: the ordinarily aligned "
         "model, the role Llama2-7B-Chat plays in the paper), **plain-sft-more-benign** (the same with every LIMA "
-        "prompt drawn, 992 instead of 250: `safecls recipe data --limit lima=1029`), **qi** (plain SFT + Qi et "
+        "prompt drawn, 992 instead of 250: `safecls recipe data --limit lima=1029`), **plain-sft-balanced** (the same "
+        "with safety-sft's harmful training requests cut to as many as its benign ones, 596 of 899: `--limit "
+        "lima=1029 --harmful-per-benign 1`), **qi** (plain SFT + Qi et "
         "al. 2024 recovery examples), **safecls-sft-only** (the sft stage alone), **safecls** (pretrain + sft stages "
         "with the sft stage's own head: `default` in study/eval/direct and study/eval/prefill), **safecls-head-refit** "
         "(the same with the head re-fit on its `[CLS]` states: the shipped model).\n\n")

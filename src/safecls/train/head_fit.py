@@ -2,8 +2,8 @@
 
 In the sft stage the head trains beside L_sft at λ 0.1, for as many steps as the language model needs, and from the
 request read only; its reads of replies were last trained in the pretrain stage, before the sft stage moved the states
-under it. This step freezes the model and fits the head (a linear map, the same shape) by L2-regularised logistic
-regression on the states of every read the engine makes: the request read (a harmful or benign request) and reads
+under it. This step freezes the model and fits the head (a linear map over the final state at [CLS], or over several layers'
+states there: `layers`) by L2-regularised logistic regression on the states of every read the engine makes: the request read (a harmful or benign request) and reads
 over (request, reply so far) at random points of benign answers and of harmful completions. Nothing else changes, so
 the language model, and so utility, is the trained model's; calibration (threshold, tau) must be chosen again.
 
@@ -30,6 +30,7 @@ from safecls.config import StrictModel
 from safecls.data.files import iter_jsonl
 from safecls.errors import DataError, ModelError
 from safecls.io import atomic_write
+from safecls.model.safecls_model import FINAL
 from safecls.train.logistic import Logistic, auc
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ class HeadFitConfig(StrictModel):
                             description="L2 penalties on the standardised weights (mean loss + l2 |w|^2 / 2) tried; "
                                         "more than one: the best mean AUC over 5 folds of the training reads (folds "
                                         "by request, so reads of one reply stay together) wins.")
+    layers: list[list[int]] = Field(default_factory=lambda: [[FINAL]], min_length=1,
+                                    description="Which states at [CLS] the new head reads, concatenated (-1: the final "
+                                                "state, k: after block k); more than one set: chosen with l2 by the "
+                                                "same folds. Each read takes every layer of every set once.")
     read_prompt: bool = Field(True, description="Reply reads see the request too, as the engine's reads do by default.")
     batch_size: int = Field(16, gt=0)
     seed: int = 0
@@ -70,9 +75,18 @@ class HeadFitConfig(StrictModel):
     def _one_l2(cls, v: Any) -> Any:
         return [v] if isinstance(v, int | float) else v
 
-    def reads_key(self) -> str:
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _one_set(cls, v: Any) -> Any:
+        return [v] if isinstance(v, list) and v and all(isinstance(k, int) for k in v) else v
+
+    def read_layers(self, own: Sequence[int]) -> tuple[int, ...]:
+        """Every layer any set reads, and the model's own head's (for the AUC before), each once, in order."""
+        return tuple(dict.fromkeys([k for ks in self.layers for k in ks] + list(own)))
+
+    def reads_key(self, own: Sequence[int] = (FINAL,)) -> str:
         """What decides the states read: a rerun with the same key reuses features.npz."""
-        parts = [self.model, str(self.cuts), str(self.seed), str(self.read_prompt)]
+        parts = [self.model, str(self.cuts), str(self.seed), str(self.read_prompt), str(self.read_layers(own))]
         for f in (self.requests_file, self.replies_file, self.eval_requests_file, self.eval_replies_file):
             parts.append(f"{f}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" if f else "-")
         return "|".join(parts)
@@ -125,10 +139,11 @@ def reply_reads(records: Sequence[dict], cuts: int, rng: random.Random) -> list[
     return out
 
 
-def features(model, reads: Sequence[Read], batch_size: int, read_prompt: bool, chunk: int = 512) -> np.ndarray:
-    """(N, H) [CLS] states, request reads and reply reads each batched as `classify` reads them; a log line per
-    `chunk` reads (tens of minutes on a CPU)."""
-    x = np.zeros((len(reads), model.head.in_features), np.float32)
+def features(model, reads: Sequence[Read], batch_size: int, read_prompt: bool, layers: Sequence[int],
+             chunk: int = 512) -> np.ndarray:
+    """(N, len(layers) H) [CLS] states, request reads and reply reads each batched as `classify` reads them; a log
+    line per `chunk` reads (tens of minutes on a CPU)."""
+    x = np.zeros((len(reads), len(layers) * model.hidden_size), np.float32)
     t0, done = time.time(), 0
     for replies in (False, True):
         idx = [i for i, r in enumerate(reads) if (r.reply is not None) == replies]
@@ -136,16 +151,23 @@ def features(model, reads: Sequence[Read], batch_size: int, read_prompt: bool, c
             part = idx[lo:lo + chunk]
             prompts = [reads[i].prompt for i in part]
             x[part] = model.cls_features(prompts, [reads[i].reply for i in part] if replies else None,
-                                         batch_size=batch_size, read_prompt=read_prompt).numpy()
+                                         batch_size=batch_size, read_prompt=read_prompt, layers=tuple(layers)).numpy()
             done += len(part)
             logger.info("fit-head: %d/%d reads (%.0f a minute)", done, len(reads), done / (time.time() - t0) * 60)
     return x
 
 
-def set_head(model, w: np.ndarray, b: float) -> None:
-    """Write sigmoid(x @ w + b) into the 2-way softmax head: benign logit 0, malicious logit x @ w + b."""
+def columns(read: Sequence[int], layers: Sequence[int], hidden: int) -> np.ndarray:
+    """The feature columns of `layers`' states, in that order, in features read over `read`."""
+    return np.concatenate([np.arange(hidden) + read.index(k) * hidden for k in layers])
+
+
+def set_head(model, w: np.ndarray, b: float, layers: Sequence[int]) -> None:
+    """Write sigmoid(x @ w + b) into a 2-way softmax head over `layers`: benign logit 0, malicious logit x @ w + b."""
     from safecls.model.safecls_model import BENIGN, MALICIOUS
 
+    if tuple(layers) != model.head_layers:
+        model.set_head(torch.nn.Linear(len(w), 2).to(dtype=model.dtype, device=model.device), tuple(layers))
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
@@ -171,24 +193,26 @@ def _auc_by_kind(reads: Sequence[Read], before: Sequence[float], after: Sequence
 FOLDS = 5
 
 
-def choose_l2(x: np.ndarray, y: Sequence[int], reads: Sequence[Read], l2s: Sequence[float]) -> tuple[float, dict]:
-    """The l2 with the best mean held-out-fold AUC (folds by request), and every l2's mean."""
-    if len(l2s) == 1:
-        return l2s[0], {}
+def choose(x: np.ndarray, y: Sequence[int], reads: Sequence[Read], options: dict[str, tuple[np.ndarray, float]]
+           ) -> tuple[str, dict]:
+    """Of `options` ({name: (feature columns, l2)}), the one with the best mean held-out-fold AUC (folds by request),
+    and every option's mean."""
+    if len(options) == 1:
+        return next(iter(options)), {}
     import zlib
 
     fold = np.array([zlib.crc32(str(r.prompt).encode()) % FOLDS for r in reads])
     y = np.asarray(y)
     means = {}
-    for l2 in l2s:
+    for name, (cols, l2) in options.items():
         aucs = []
         for k in range(FOLDS):
             tr, te = fold != k, fold == k
-            p = Logistic(l2).fit(x[tr], y[tr]).predict(x[te])
+            p = Logistic(l2).fit(x[tr][:, cols], y[tr]).predict(x[te][:, cols])
             aucs.append(auc([q for q, t in zip(p, y[te]) if t == 1], [q for q, t in zip(p, y[te]) if t == 0]))
-        means[l2] = round(float(np.mean(aucs)), 4)
-        logger.info("fit-head: l2 %g: mean fold AUC %.4f", l2, means[l2])
-    return max(means, key=means.get), {str(k): v for k, v in means.items()}
+        means[name] = round(float(np.mean(aucs)), 4)
+        logger.info("fit-head: %s: mean fold AUC %.4f", name, means[name])
+    return max(means, key=means.get), means
 
 
 def fit_head(cfg: HeadFitConfig) -> dict:
@@ -213,37 +237,43 @@ def fit_head(cfg: HeadFitConfig) -> dict:
         got = request_reads(_records(requests)) if requests else []
         return got + (reply_reads(_records(replies), cfg.cuts, rng) if replies else [])
 
+    read = cfg.read_layers(model.head_layers)
+    own = columns(read, model.head_layers, model.hidden_size)
+
     def old_head(x: np.ndarray) -> list[float]:
         with torch.no_grad():
-            logits = model.head(torch.as_tensor(x, dtype=model.dtype)).float()
+            logits = model.head(torch.as_tensor(x[:, own], dtype=model.dtype)).float()
         return torch.softmax(logits, -1)[:, MALICIOUS].tolist()
 
     train = reads_of(cfg.requests_file, cfg.replies_file)
     held = reads_of(cfg.eval_requests_file, cfg.eval_replies_file)
     counts = dict(Counter(f"{r.kind}/{r.label}" for r in train))
-    cache, key = out_dir / "features.npz", cfg.reads_key()
+    cache, key = out_dir / "features.npz", cfg.reads_key(model.head_layers)
     cached = np.load(cache) if cache.is_file() else None
     if cached is not None and str(cached["key"]) == key:
         logger.info("fit-head: the states of %d + %d reads from %s", len(train), len(held), cache)
         x, xh = cached["x"], cached["xh"]
     else:
-        logger.info("fit-head: reading %d [CLS] states (%s)", len(train), counts)
-        x = features(model, train, cfg.batch_size, cfg.read_prompt)
+        logger.info("fit-head: reading %d [CLS] states of layers %s (%s)", len(train), list(read), counts)
+        x = features(model, train, cfg.batch_size, cfg.read_prompt, read)
         logger.info("fit-head: reading %d held-out [CLS] states", len(held))
-        xh = features(model, held, cfg.batch_size, cfg.read_prompt)
+        xh = features(model, held, cfg.batch_size, cfg.read_prompt, read)
         tmp = out_dir / "features.tmp.npz"
         np.savez(tmp, key=np.array(key), x=x, xh=xh)
         tmp.replace(cache)
     y = [r.label for r in train]
-    l2, folds = choose_l2(x, y, train, cfg.l2)
-    fit = Logistic(l2).fit(x, y)
-    report = {"model": cfg.model, "l2": l2, "l2_fold_auc": folds,
-              "train": {"counts": counts, "by_kind": _auc_by_kind(train, old_head(x), fit.predict(x))}}
+    options = {f"layers {ks} l2 {l2:g}": (tuple(ks), l2) for ks in cfg.layers for l2 in cfg.l2}
+    best, folds = choose(x, y, train, {k: (columns(read, ks, model.hidden_size), l2) for k, (ks, l2) in options.items()})
+    layers, l2 = options[best]
+    cols = columns(read, layers, model.hidden_size)
+    fit = Logistic(l2).fit(x[:, cols], y)
+    report = {"model": cfg.model, "layers": list(layers), "l2": l2, "fold_auc": folds,
+              "train": {"counts": counts, "by_kind": _auc_by_kind(train, old_head(x), fit.predict(x[:, cols]))}}
     if held:
         report["held_out"] = {"counts": dict(Counter(f"{r.kind}/{r.label}" for r in held)),
-                              "by_kind": _auc_by_kind(held, old_head(xh), fit.predict(xh))}
+                              "by_kind": _auc_by_kind(held, old_head(xh), fit.predict(xh[:, cols]))}
     w, b = fit.linear()
-    set_head(model, w, b)
+    set_head(model, w, b, layers)
     model.calibration = None  # the threshold was chosen for the old head's scores
     model.save_pretrained(out_dir / "final")
     report["wall_s"] = round(time.time() - t0, 1)
