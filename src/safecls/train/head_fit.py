@@ -2,10 +2,11 @@
 
 In the sft stage the head trains beside L_sft at λ 0.1, for as many steps as the language model needs, and from the
 request read only; its reads of replies were last trained in the pretrain stage, before the sft stage moved the states
-under it. This step freezes the model and fits the head (a linear map over the final state at [CLS], or over several layers'
-states there: `layers`) by L2-regularised logistic regression on the states of every read the engine makes: the request read (a harmful or benign request) and reads
-over (request, reply so far) at random points of benign answers and of harmful completions. Nothing else changes, so
-the language model, and so utility, is the trained model's; calibration (threshold, tau) must be chosen again.
+under it. This step freezes the model and fits the head (a linear map over the final state at [CLS], or over several
+layers' states there: `layers`) by L2-regularised logistic regression on the states of every read the engine makes:
+the request read (a harmful or benign request) and reads over (request, reply so far) at random points of benign
+answers and of harmful completions. Nothing else changes, so the language model, and so utility, is the trained
+model's; calibration (threshold, tau) must be chosen again.
 
     safecls fit-head --config configs/recipe/head.yaml
 """
