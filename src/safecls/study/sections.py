@@ -67,7 +67,8 @@ def header(study: Path) -> str:
         "model, the role Llama2-7B-Chat plays in the paper), **plain-sft-more-benign** (the same with every LIMA "
         "prompt drawn, 992 instead of 250: `safecls recipe data --limit lima=1029`), **plain-sft-balanced** (the same "
         "with safety-sft's harmful training requests cut to as many as its benign ones, 596 of 899: `--limit "
-        "lima=1029 --harmful-per-benign 1`), **qi** (plain SFT + Qi et "
+        "lima=1029 --harmful-per-benign 1`), **safecls-balanced-sft-lm** (the recipe's pretrain + sft stages on that "
+        "data, decoding with policy low: its language model alone, before the head re-fit), **qi** (plain SFT + Qi et "
         "al. 2024 recovery examples), **safecls-sft-only** (the sft stage alone), **safecls** (pretrain + sft stages "
         "with the sft stage's own head: `default` in study/eval/direct and study/eval/prefill), **safecls-head-refit** "
         "(the same with the head re-fit on its `[CLS]` states: the shipped model).\n\n")
