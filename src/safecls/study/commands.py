@@ -42,6 +42,22 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [row for _, row in iter_jsonl(path)]
 
 
+def merged(path: Path, entries: dict[str, Any]) -> dict[str, Any]:
+    """What `path` holds ({name: result}) with `entries` put in: a model measured again replaces its own entry, in
+    place; the others stay, so models trained at different times share one file."""
+    if not path.exists():
+        return dict(entries)
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        from safecls.errors import ConfigError
+
+        raise ConfigError(f"{path}: not JSON ({e}). Fix: delete it or pass another --out") from e
+    if isinstance(old, list):  # study/head.json: a list of results, each naming its model
+        old = {row["model"]: row for row in old}
+    return {**old, **entries}
+
+
 def _head(args: argparse.Namespace) -> int:
     from safecls.data.benchmarks import load_benchmark
     from safecls.inference.config import DecodeConfig
@@ -53,20 +69,20 @@ def _head(args: argparse.Namespace) -> int:
     examples = _read_jsonl(recipe / "data" / "examples.jsonl")
     sets = request_sets(examples, load_benchmark("xstest", args.data_dir), load_benchmark("advbench", args.data_dir))
     pairs = pair_sets(_read_jsonl(recipe / "data" / "pretrain_test.jsonl"))
-    out = []
+    out = {}
     for name, ref in _models(args.model):
         r = resolve_model(ref)
         threshold = Engine(r.model).resolve([DecodeConfig()])[0].threshold
         logger.info("head study: %s (threshold %.3f)", name, threshold)
-        out.append(head_study(name, r.model, threshold, sets, pairs).model_dump())
+        out[name] = head_study(name, r.model, threshold, sets, pairs).model_dump()
     if args.probe:
         base = resolve_model("base")
         train = [e for e in examples if e["split"] == "train"]
         logger.info("head study: the frozen-base probe floor")
-        out.append(probe_study(base.model, base.tokenizer, ([e["prompt"] for e in train if e["label"] == 1],
-                                                            [e["prompt"] for e in train if e["label"] == 0]),
-                               sets).model_dump())
-    atomic_write(Path(args.out), json.dumps(out, indent=1) + "\n")
+        probe = probe_study(base.model, base.tokenizer, ([e["prompt"] for e in train if e["label"] == 1],
+                                                         [e["prompt"] for e in train if e["label"] == 0]), sets)
+        out[probe.model] = probe.model_dump()
+    atomic_write(Path(args.out), json.dumps(list(merged(Path(args.out), out).values()), indent=1) + "\n")
     return 0
 
 
@@ -81,7 +97,7 @@ def _utility(args: argparse.Namespace) -> int:
         nll = reference_nll(r.model, r.tokenizer, [x["prompt"] for x in rows], [x["reference"] for x in rows])
         logger.info("utility: %s NLL %.4f over %d tokens", name, nll.mean, nll.tokens)
         out[name] = nll.model_dump()
-    atomic_write(Path(args.out), json.dumps(out, indent=1) + "\n")
+    atomic_write(Path(args.out), json.dumps(merged(Path(args.out), out), indent=1) + "\n")
     return 0
 
 
@@ -138,7 +154,8 @@ def register(sub: Any) -> None:
         p.add_argument("--model", action="append", default=[], metavar="NAME=REF", help="a model to measure")
         p.add_argument("--recipe", default="runs/recipe", help="the recipe's folder (its data/ holds the splits)")
         p.add_argument("--data-dir", default="../shared/data")
-        p.add_argument("--out", default=out)
+        p.add_argument("--out", default=out, help=f"results file (default {out}); a model measured again replaces "
+                                                   "its entry, the others stay")
     h.add_argument("--probe", action="store_true", help="also fit the frozen-base logistic probe (the floor)")
     h.set_defaults(func=_head)
     u.set_defaults(func=_utility)
