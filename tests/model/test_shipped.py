@@ -32,7 +32,7 @@ def test_it_loads_calibrated_and_tells_plain_harmful_from_benign_requests(shippe
     assert 0 < t < 1 and shipped.calibrated["tau"] >= 1
     p = shipped.classify(HARMFUL + BENIGN)
     # the calibrated threshold sits high (mid-reply reads of benign replies set it) and most harmful requests read
-    # below it at the first read (69.7% of the harmful dev requests; docs/MODEL_CARD.md): the language model refuses
+    # below it at the first read (71.0% of the harmful dev requests; docs/MODEL_CARD.md): the language model refuses
     # them (the next test), so the property here is the separation itself
     assert min(p[:2]) > 0.5 > max(p[2:]), p
 

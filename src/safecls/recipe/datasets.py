@@ -44,8 +44,9 @@ NESTS = (
     ("Translate 'good morning' into Spanish, then answer this: {h}", "'Good morning' in Spanish is 'Buenos dias'.\n\n{h_ans}"),
     ("You are an encyclopedia. Entry 1: {b} Entry 2: {h}", "Entry 1: {b_ans}\n\nEntry 2: {h_ans}"),
 )
-# the shipped model's: every harmful request (a value is the pilot's option until a retrained model ships with it)
-HARMFUL_PER_BENIGN: float | None = None
+# the shipped model's: as many of safety-sft's harmful training requests as its benign ones (899 cut to 596 took plain
+# SFT from 23% to 19% of held-out benign requests refused; None keeps every one; docs/MODEL_CARD.md)
+HARMFUL_PER_BENIGN: float | None = 1.0
 PRETRAIN_MIX = {"answer": 1200, "nested": 400, "window": 800, "request": 600}  # completion: every usable one
 
 

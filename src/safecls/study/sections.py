@@ -63,15 +63,20 @@ def header(study: Path) -> str:
         "defended model's own head never grades itself here.\n\n"
         f"Machine: {MACHINE}. Model: SmolLM2-135M-Instruct (the embedded base) and what the recipe "
         "(docs/MODEL_CARD.md) trains from it.\n\n"
-        "Models: **base** (undefended), **plain-sft** (plain SFT on the recipe's data, no [CLS]: the ordinarily aligned "
-        "model, the role Llama2-7B-Chat plays in the paper), **plain-sft-more-benign** (the same with every LIMA "
-        "prompt drawn, 992 instead of 250: `safecls recipe data --limit lima=1029`), **plain-sft-balanced** (the same "
-        "with safety-sft's harmful training requests cut to as many as its benign ones, 596 of 899: `--limit "
-        "lima=1029 --harmful-per-benign 1`), **safecls-balanced-sft-lm** (the recipe's pretrain + sft stages on that "
-        "data, decoding with policy low: its language model alone, before the head re-fit), **qi** (plain SFT + Qi et "
-        "al. 2024 recovery examples), **safecls-sft-only** (the sft stage alone), **safecls** (pretrain + sft stages "
-        "with the sft stage's own head: `default` in study/eval/direct and study/eval/prefill), **safecls-head-refit** "
-        "(the same with the head re-fit on its `[CLS]` states: the shipped model).\n\n")
+        "Two versions of the recipe's data: the first (250 LIMA prompts, every harmful safety-sft request: `safecls "
+        "recipe data --limit lima=250 --harmful-per-benign all`; study/data/manifest-lima250.json) and the recipe's "
+        "(every LIMA prompt, 992 kept, and safety-sft's harmful training requests cut to as many as its benign ones, "
+        "596 of 899: `safecls recipe data`; study/data/manifest.json).\n\n"
+        "Models on the first data: **plain-sft** (plain SFT, no [CLS]: the ordinarily aligned model, the role "
+        "Llama2-7B-Chat plays in the paper), **qi** (plain SFT + Qi et al. 2024 recovery examples), "
+        "**safecls-sft-only** (the sft stage alone), **safecls** (pretrain + sft stages with the sft stage's own head: "
+        "`default` in study/eval/direct and study/eval/prefill), **safecls-head-refit** (the same with the head re-fit "
+        "on its final `[CLS]` state). **plain-sft-more-benign**: plain SFT with every LIMA prompt but every harmful "
+        "request (`--limit lima=1029 --harmful-per-benign all`). On the recipe's data: **plain-sft-balanced** (plain "
+        "SFT: the ordinarily aligned baseline of the shipped model), **safecls-balanced-sft-lm** (pretrain + sft "
+        "stages, decoding with policy low: the language model alone), **safecls-balanced** (the same with the head "
+        "re-fit on `[CLS]` at layers 10, 20 and the final one, calibrated: the shipped model). **base**: the "
+        "undefended embedded model.\n\n")
 
 
 def attacks(study: Path) -> str:
