@@ -21,8 +21,9 @@ def test_a_dict_file_merges_by_name_and_a_missing_file_is_the_new_entries(tmp_pa
     assert merged(path, {"safecls": {"mean": 2.2}}) == {"base": {"mean": 2.0}, "safecls": {"mean": 2.2}}
 
 
-def test_a_file_that_is_not_json_is_refused_with_the_fix(tmp_path):
+@pytest.mark.parametrize("text", ["{not json", "3", '[{"auc": 0.9}]'])
+def test_a_file_that_is_not_results_by_model_is_refused_with_the_fix(tmp_path, text):
     path = tmp_path / "head.json"
-    path.write_text("{not json")
+    path.write_text(text)
     with pytest.raises(ConfigError, match="delete it or pass another --out"):
         merged(path, {})

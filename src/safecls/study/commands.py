@@ -47,14 +47,19 @@ def merged(path: Path, entries: dict[str, Any]) -> dict[str, Any]:
     place; the others stay, so models trained at different times share one file."""
     if not path.exists():
         return dict(entries)
+    from safecls.errors import ConfigError
+
+    fix = "Fix: delete it or pass another --out"
     try:
         old = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        from safecls.errors import ConfigError
-
-        raise ConfigError(f"{path}: not JSON ({e}). Fix: delete it or pass another --out") from e
+        raise ConfigError(f"{path}: not JSON ({e}). {fix}") from e
     if isinstance(old, list):  # study/head.json: a list of results, each naming its model
+        if not all(isinstance(row, dict) and "model" in row for row in old):
+            raise ConfigError(f"{path}: a list whose entries do not all name their model. {fix}")
         old = {row["model"]: row for row in old}
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path}: holds {type(old).__name__}, not results by model. {fix}")
     return {**old, **entries}
 
 
