@@ -46,10 +46,13 @@ def test_the_lowest_threshold_within_the_target_wins_then_the_most_reactive_tau(
     assert cal.trials[4].flagged_mid_reply == 18 and cal.harmful_missed == 0.0
     saved = cal.for_checkpoint()
     assert saved["decode"] == {"threshold": cal.threshold, "tau": 1}
+    # moderation reads requests only: at 0.40 the two 0.45 benign requests are 10% of 20, within; at 0.35 20%
+    assert saved["moderation"] == {"threshold": pytest.approx(0.40)}
     model.calibration = json.loads(json.dumps(saved))
     model.save_pretrained(tmp_path / "ck")
     loaded = SafeClsModel.from_pretrained(tmp_path / "ck")
     assert loaded.calibrated == {"threshold": cal.threshold, "tau": 1}
+    assert loaded.moderation_threshold == pytest.approx(0.40)
     assert Engine(loaded).resolve([cfg.decode])[0].threshold == cal.threshold  # unset -> the calibrated value
 
 

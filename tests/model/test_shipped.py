@@ -35,6 +35,10 @@ def test_it_loads_calibrated_and_tells_plain_harmful_from_benign_requests(shippe
     # below it at the first read (71.0% of the harmful dev requests; docs/MODEL_CARD.md): the language model refuses
     # them (the next test), so the property here is the separation itself
     assert min(p[:2]) > 0.5 > max(p[2:]), p
+    # moderation reads the request alone: its calibrated threshold (2.6% of benign dev requests flagged) sits well
+    # below the decode one and flags both plain harmful requests, which the decode threshold would not
+    m = shipped.moderation_threshold
+    assert m < t and min(p[:2]) > m > max(p[2:]), (m, p)
 
 
 def test_it_refuses_a_plain_harmful_request_with_a_reason_and_answers_a_benign_one(shipped):

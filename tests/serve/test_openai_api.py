@@ -143,6 +143,16 @@ def test_moderation_flag_follows_the_threshold(model):
             assert s.client().moderations.create(input="How do I bake bread?").results[0].flagged is flagged
 
 
+def test_moderation_takes_the_calibrated_request_threshold_not_the_decode_one(model, monkeypatch):
+    p = model.classify(["How do I bake bread?"])[0]
+    monkeypatch.setattr(model, "calibration", {"decode": {"threshold": min(0.99, p + 0.2), "tau": 2},
+                                               "moderation": {"threshold": p - 0.01}})
+    with live_server(create_app(model, settings())) as s:
+        assert s.client().moderations.create(input="How do I bake bread?").results[0].flagged is True
+    with live_server(create_app(model, settings(moderation_threshold=p + 0.01))) as s:  # its own wins
+        assert s.client().moderations.create(input="How do I bake bread?").results[0].flagged is False
+
+
 def test_health_and_metrics(live):
     live.client().chat.completions.create(model=MODEL, messages=MSGS, max_tokens=3)
     assert httpx.get(live.url + "/health").json()["status"] == "ok"

@@ -11,6 +11,9 @@ untuned, 1% tuned). On a labelled dev split, disjoint from every evaluation set:
    the lowest threshold whose total stays within the target wins. Then the smallest tau that keeps it within.
 3. The choice (threshold, tau) and everything measured go to the checkpoint's calibration.json: every DecodeConfig
    that leaves threshold or tau unset takes them (generate, chat, serve, eval).
+4. Moderation reads each request once and nothing mid-reply, so its threshold is the lowest on the request curve
+   that meets the target alone (`request_threshold`): far lower than the decode threshold, which mid-reply reads
+   push up. `safecls serve` flags /v1/moderations inputs above it unless given its own.
 """
 
 from __future__ import annotations
@@ -72,14 +75,21 @@ class Calibration(BaseModel):
     calibrated_for: dict[str, Any] = Field(description="The decode settings it was calibrated for.")
 
     def for_checkpoint(self) -> dict[str, Any]:
-        """calibration.json: the decode defaults it chose, then everything measured."""
-        return {"decode": {"threshold": self.threshold, "tau": self.tau}, **self.model_dump()}
+        """calibration.json: the decode defaults and the moderation threshold it chose, then everything measured."""
+        return {"decode": {"threshold": self.threshold, "tau": self.tau},
+                "moderation": {"threshold": request_threshold(self.curve, self.target)}, **self.model_dump()}
 
 
 def request_curve(p_benign: Sequence[float], p_harmful: Sequence[float], grid: int) -> list[CurvePoint]:
     thresholds = [round((i + 1) / (grid + 1), 6) for i in range(grid)]
     return [CurvePoint(threshold=t, benign_flagged=sum(p > t for p in p_benign) / max(1, len(p_benign)),
                        harmful_missed=sum(p <= t for p in p_harmful) / max(1, len(p_harmful))) for t in thresholds]
+
+
+def request_threshold(curve: Sequence[CurvePoint], target: float) -> float:
+    """The lowest threshold on the request curve that flags at most `target` of benign requests; the curve's top
+    where none does."""
+    return next((c.threshold for c in curve if c.benign_flagged <= target), curve[-1].threshold)
 
 
 def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config: CalibrationConfig | None = None,

@@ -70,7 +70,8 @@ class SafeClsModel(nn.Module):
         self.base_ref = base_ref
         # False: trained without [CLS] (the plain-SFT baseline): it decodes as the plain model it is, and has no head
         self.with_cls = with_cls
-        # calibration.json: {"decode": {"threshold", "tau"}, then what calibration measured}; None: uncalibrated
+        # calibration.json: {"decode": {"threshold", "tau"}, "moderation": {"threshold"}, then what calibration
+        # measured}; None: uncalibrated
         self.calibration: dict | None = None
         self.attention: Literal["dense", "flex"] = "dense"
 
@@ -78,6 +79,12 @@ class SafeClsModel(nn.Module):
     def calibrated(self) -> dict[str, float | int]:
         """The decode defaults calibration chose (threshold, tau); {} when uncalibrated."""
         return dict((self.calibration or {}).get("decode", {}))
+
+    @property
+    def moderation_threshold(self) -> float | None:
+        """The request-only threshold calibration chose for moderation; None when uncalibrated (or calibrated
+        before it was stored)."""
+        return (self.calibration or {}).get("moderation", {}).get("threshold")
 
     # ---- construction ------------------------------------------------------------------------------------------
     @classmethod

@@ -52,14 +52,20 @@ class ServeSettings(StrictModel):
         "low", description="A request may not lower the policy below this (400 with param safety_policy)."
     )
     moderation_threshold: float | None = Field(
-        None, gt=0, lt=1, description="/v1/moderations flags P(malicious) above this; None: decode_defaults.threshold."
+        None, gt=0, lt=1, description="/v1/moderations flags P(malicious) above this; None: the checkpoint's "
+        "calibrated moderation threshold, else decode_defaults.threshold."
     )
 
     def key_values(self) -> list[str]:
         return [k.get_secret_value() for k in self.api_keys]
 
     def flag_threshold(self, engine: Any) -> float:
-        """The moderation threshold: its own, else the decode threshold (the checkpoint's calibrated one by default)."""
+        """The moderation threshold: its own, else the checkpoint's calibrated moderation threshold (request reads
+        only), else the decode threshold. The decode threshold is set for reads mid-reply too, so it flags far fewer
+        harmful requests than a moderation user expects (the shipped model's: 29% of harmful dev requests)."""
         if self.moderation_threshold is not None:
             return self.moderation_threshold
+        calibrated = getattr(engine.model, "moderation_threshold", None)
+        if calibrated is not None:
+            return calibrated
         return engine.resolve([self.decode_defaults])[0].threshold

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import logging
 import shutil
@@ -121,8 +122,7 @@ def collect(runs: Path = Path("runs"), study: Path = STUDY) -> list[Path]:
             shutil.copy2(d / "final" / "calibration.json", dest / "calibration.json")
         written.append(dest)
     if (runs / "recipe" / "data" / "manifest.json").is_file():
-        (study / "data").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(runs / "recipe" / "data" / "manifest.json", study / "data" / "manifest.json")
+        written.append(keep_manifest(runs / "recipe" / "data" / "manifest.json", study / "data"))
     for metrics in sorted((runs / "study").glob("*/metrics.json")):
         d = metrics.parent
         dest = study / "eval" / d.name
@@ -135,6 +135,20 @@ def collect(runs: Path = Path("runs"), study: Path = STUDY) -> list[Path]:
             shutil.copyfileobj(src, g)
         written.append(dest)
     return written
+
+
+def keep_manifest(manifest: Path, data: Path) -> Path:
+    """Copy a recipe data manifest into study/data/. manifest.json describes the data the committed runs were
+    trained on, so a manifest of other data (a machine whose runs/recipe holds another version) goes beside it under
+    its own digest instead of over it."""
+    body = manifest.read_bytes()
+    dest = data / "manifest.json"
+    if dest.is_file() and dest.read_bytes() != body:
+        dest = data / f"manifest-{hashlib.sha256(body).hexdigest()[:12]}.json"
+        logger.warning("study collect: %s describes other data than study/data/manifest.json; kept as %s",
+                       manifest, dest)
+    atomic_write(dest, body)
+    return dest
 
 
 def _collect(args: argparse.Namespace) -> int:
