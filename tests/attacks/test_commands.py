@@ -77,3 +77,5 @@ def test_bad_inputs_fail_before_any_model_loads(data_file, tmp_path):
         _run(["attack", "prefill", "--data", str(data_file), "--out", str(tmp_path / "o")])
     with pytest.raises(DataError, match="suffixes_file"):
         _run(["attack", "gcg-transfer", "--data", str(data_file), *base])
+    with pytest.raises(ConfigError, match="prefill attack takes no helper model.*autodan, pap"):
+        _run(["attack", "prefill", "--data", str(data_file), "--attacker", "base", *base])

@@ -294,3 +294,40 @@ def test_two_processes_shard_and_merge_to_the_single_process_result(assets, full
     got, want = _metrics(run_dir), _metrics(full_run)
     got["run"].pop("world_size"), want["run"].pop("world_size")
     assert got == want
+
+
+def test_a_helper_model_writes_pap_paraphrases_for_every_target(assets, tmp_path):
+    from safecls.attacks.target import LocalTarget
+    from safecls.inference.config import DecodeConfig
+
+    tax = tmp_path / "taxonomy.jsonl"
+    tax.write_text(json.dumps({"ss_technique": "Logical Appeal", "ss_definition": "d", "ss_example": "e"}) + "\n")
+    attacker_decode = {"max_new_tokens": 8, "temperature": 0.0, "policy": "low"}
+    pap = {"name": "pap", "helper": f"plain:{assets['plain']}",
+           "params": {"taxonomy_file": str(tax), "techniques": ["Logical Appeal"], "attacker_decode": attacker_decode,
+                      "paraphrase_template": "Rewrite with {technique}: {request}"}}  # the tiny model's context
+    root = assets["root"]
+    run = run_eval(make_cfg(assets, tmp_path, "pap", attacks=[pap],
+                            benchmarks=[{"name": "advbench", "path": str(root / "harmful_behaviors.csv")}]))
+    recs = [r for r in read_records(run) if r.attack == "pap"]
+    assert {r.model for r in recs} == {"plain", "sft"} and len(recs) == 6
+    # the reference: the helper model asked directly, outside the runner
+    helper = LocalTarget.load(f"plain:{assets['plain']}")
+    by_prompt = {r.prompt: r for r in recs if r.model == "sft"}
+    asks = [f"Rewrite with Logical Appeal: {p}" for p in by_prompt]
+    want = [g.text for g in helper.generate(asks, DecodeConfig(**attacker_decode))]
+    assert [r.extra["paraphrase_output"] for r in by_prompt.values()] == want
+    for r in recs:  # both targets got the same paraphrase of each request
+        twin = next(x for x in recs if x.prompt == r.prompt and x.model != r.model)
+        assert r.extra["paraphrase_output"] == twin.extra["paraphrase_output"]
+
+
+def test_a_helper_on_an_attack_that_takes_none_is_refused_before_any_model_loads(assets, tmp_path):
+    cfg = make_cfg(assets, tmp_path, attacks=[{"name": "prefill", "helper": "base",
+                                               "params": {"source": "target"}}])
+    with pytest.raises(ConfigError, match="attacks.prefill.helper: the prefill attack takes no helper model"):
+        run_eval(cfg)
+    cfg = make_cfg(assets, tmp_path, attacks=[{"name": "pap", "helper": str(tmp_path / "nowhere"),
+                                               "params": {"taxonomy_file": "x.jsonl"}}])
+    with pytest.raises(ConfigError, match="attacks.pap.helper"):
+        run_eval(cfg)

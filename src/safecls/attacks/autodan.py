@@ -273,6 +273,7 @@ class AutoDANAttack(Attack):
 
     config_cls = AutoDANAttackConfig
     black_box = False
+    helper_arg = "mutator"
 
     def __init__(self, mutator: Any | None = None, success: SuccessFn | None = None):
         self.mutator, self.success = mutator, success

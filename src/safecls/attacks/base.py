@@ -77,6 +77,8 @@ class Attack(ABC):
     config_cls: ClassVar[type[StrictModel]]
     black_box: ClassVar[bool] = True
     needs_prefill: ClassVar[bool] = False
+    # the constructor argument a helper model goes to (PAP's paraphraser, AutoDAN's mutator); None: takes none
+    helper_arg: ClassVar[str | None] = None
 
     def make_config(self, config: StrictModel | dict[str, Any] | None) -> Any:
         if config is None:

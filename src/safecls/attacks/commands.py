@@ -113,6 +113,9 @@ def _attack(args: argparse.Namespace) -> int:
         raise ConfigError(f"attack {args.name}: {' and '.join(missing)} required")
     if bool(args.model) == bool(args.endpoint):
         raise ConfigError("attack: give exactly one of --model and --endpoint")
+    if args.attacker and cls.helper_arg is None:
+        raise ConfigError(f"--attacker: the {args.name} attack takes no helper model. Fix: drop --attacker (it is for "
+                          f"{', '.join(n for n in ATTACKS.names() if ATTACKS.get(n).helper_arg)})")
     attack = cls()
     config = _config(attack, args)  # config and data errors surface before any model loads
     items = load_items(args.data, data_root=args.data_root, limit=args.limit, seed=args.seed)
@@ -134,7 +137,7 @@ def _attack(args: argparse.Namespace) -> int:
         target = _local(args.model, args.dtype, args.batch_size)
     if args.attacker:
         helper = _local(args.attacker, args.dtype, args.batch_size)
-        attack = cls(**({"attacker": helper} if args.name == "pap" else {"mutator": helper} if args.name == "autodan" else {}))
+        attack = cls(**{cls.helper_arg: helper})
     atomic_write(cfg_path, text)
     log = ResultLog(args.out / "records.jsonl", AttackRecord)
     new = attack.run(target, items, config, log)

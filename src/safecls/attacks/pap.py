@@ -133,6 +133,7 @@ class PAPAttack(Attack):
     """
 
     config_cls = PAPConfig
+    helper_arg = "attacker"
 
     def __init__(self, attacker: Any | None = None):
         self.attacker = attacker

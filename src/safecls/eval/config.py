@@ -55,6 +55,10 @@ class AttackSpec(StrictModel):
                                           "with different params need different labels.")
     params: dict[str, Any] = Field(default_factory=dict, description="The attack's config (its config_cls fields). "
                                                                      "A 'decode' section overrides the model's.")
+    helper: str | None = Field(None, description="The model that writes the attack's prompts for every target (forms "
+                               "as a model path): PAP's paraphraser, AutoDAN's mutator. None: each target writes its "
+                               "own, so a defended target refuses to attack itself and targets are not compared on "
+                               "the same prompts.")
 
     @property
     def key(self) -> str:

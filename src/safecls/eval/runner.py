@@ -50,10 +50,32 @@ def load_attack_registry() -> None:
 
 
 
-def make_attack(spec: AttackSpec) -> Attack:
-    """Raises UnknownNameError listing the valid names."""
+def make_attack(spec: AttackSpec, helper: Any = None) -> Attack:
+    """The attack, with `helper` (a loaded Target for spec.helper) where it takes one. Raises UnknownNameError listing
+    the valid names."""
     load_attack_registry()
-    return ATTACKS.get(spec.name)()
+    cls = ATTACKS.get(spec.name)
+    return cls(**{cls.helper_arg: helper}) if helper is not None and cls.helper_arg else cls()
+
+
+def _helper_problem(spec: AttackSpec, attack: Attack) -> str | None:
+    if spec.helper is None:
+        return None
+    if attack.helper_arg is None:
+        return f"attacks.{spec.key}.helper: the {spec.name} attack takes no helper model. Fix: remove helper"
+    try:
+        check_model_ref(spec.helper, f"attacks.{spec.key}.helper")
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def load_helpers(cfg: EvalConfig) -> dict[str, Any]:
+    """One loaded Target per distinct helper model the attacks name, shared by the attacks that name it."""
+    from safecls.attacks.target import LocalTarget
+
+    refs = dict.fromkeys(a.helper for a in cfg.attacks if a.helper is not None)
+    return {ref: LocalTarget.load(ref, batch_size=cfg.batch_size) for ref in refs}
 
 
 def attack_config(attack: Attack, spec: AttackSpec, model: ModelSpec, seed: int) -> Any:
@@ -137,6 +159,9 @@ def plan(cfg: EvalConfig) -> Plan:
             attacks[a.key] = make_attack(a)
         except UnknownNameError as e:
             problems.append(f"attacks: {e}")
+            continue
+        if p := _helper_problem(a, attacks[a.key]):
+            problems.append(p)
     problems += [p for m in cfg.models if (p := _model_problem(m))]
     problems += [p for j in cfg.judges if j.name in JUDGES and (p := _judge_problem(j))]
     data = {}
@@ -305,7 +330,8 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
     versions = _versions(dist.world)
     if dist.rank == 0:
         _write_config(run_dir, cfg, versions)
-    attacks = {a.key: make_attack(a) for a in cfg.attacks}
+    helpers = load_helpers(cfg)
+    attacks = {a.key: make_attack(a, helpers.get(a.helper)) for a in cfg.attacks}
     attacks.setdefault("direct", make_attack(AttackSpec(name="direct")))  # clean-only sets run it even if unlisted
     judges = make_judges(cfg)
     if dist.rank == 0:
