@@ -113,3 +113,23 @@ def test_a_companion_run_adds_its_models_rows_with_its_own_settings(tmp_path):
     assert "study/eval/prefill-refit/config.yaml): models refit" in section
     assert "| plain-sft | 75.0% [" in section and "| refit | 25.0% [" in section
     assert "other" not in section and "prefillish" not in section
+
+
+def test_the_decoding_attack_shows_each_setting_beside_the_best_try_for_every_run_of_its_family(tmp_path):
+    cfg = EvalConfig.model_validate({
+        "name": "decoding-x", "models": [{"name": "plain-sft-balanced", "path": "base"}],
+        "attacks": [{"name": "decoding"}], "benchmarks": [{"name": "advbench"}], "judges": [{"name": "keyword"}]})
+    # 5 items: greedy breaks item 0, temperature 1.0 breaks items 0, 1 and 2; the best try breaks 3 of 5
+    hits = {"greedy/no-sys": {0}, "t=1.0/no-sys": {0, 1, 2}}
+    records = [Rec("plain-sft-balanced", f"reply {v} {i}", "comply" if i in hits[v] else "refuse", attack="decoding",
+                   variant=v, item=f"advbench/{i}") for v in hits for i in range(5)]
+    metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
+    run = tmp_path / "study" / "eval" / "decoding-x"  # a companion run: no study/eval/decoding beside it
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    section = text.split("### Decoding-parameter attack")[1].split("\n## ")[0]
+    best, per_setting = section.split("advbench, each setting alone:")
+    assert "| plain-sft-balanced | 60.0% [" in best and "(n=5)" in best
+    assert "| plain-sft-balanced | greedy/no-sys | 20.0% [" in per_setting
+    assert "| plain-sft-balanced | t=1.0/no-sys | 60.0% [" in per_setting

@@ -7,7 +7,16 @@ from typing import Any
 
 import yaml
 
-from safecls.study.tables import _load, _pct, _rate, asr_table, over_refusal_table, refusal_quality_table, table
+from safecls.study.tables import (
+    _load,
+    _pct,
+    _rate,
+    asr_table,
+    over_refusal_table,
+    refusal_quality_table,
+    table,
+    variant_table,
+)
 
 MACHINE = "the 2-core CPU development machine (no GPU), torch 2.13 CPU, fp32"
 
@@ -101,12 +110,15 @@ def attacks(study: Path) -> str:
         out.append(asr_table(prefill, "advbench", "prefill"))
     else:
         out.append(_missing("the prefill attack", "safecls eval --config configs/study/prefill.yaml"))
-    decoding = _eval(study, "decoding")
+    runs = _family(study, "decoding")
+    decoding = _merged(study, runs)
     out.append("\n### Decoding-parameter attack (reduced grid; broken if any setting complies)\n")
     if decoding:
-        out.append(_settings(study, "decoding"))
+        out.append(_settings_of(study, runs))
         for b in ("maliciousinstruct", "advbench"):
             out.append(f"\n{b}:\n\n" + asr_table(decoding, b, "decoding"))
+            if any(r["attack"].startswith("decoding ") and r["benchmark"] == b for r in decoding["asr"]):
+                out.append(f"\n{b}, each setting alone:\n\n" + variant_table(decoding, b, "decoding"))
     else:
         out.append(_missing("the decoding attack", "safecls eval --config configs/study/decoding.yaml"))
     return "\n".join(out) + "\n"

@@ -60,6 +60,20 @@ def asr_table(metrics: dict, benchmark: str, attack: str, judges: tuple[str, ...
     return table(headers, body)
 
 
+def variant_table(metrics: dict, benchmark: str, attack: str, judges: tuple[str, ...] = HEADLINE_JUDGES) -> str:
+    """One row per model and variant of a multi-variant attack (a decoding setting, a prefill length): each judge's
+    raw ASR [Wilson] (n)."""
+    rows = [r for r in metrics.get("asr", []) if r["category"] == "all" and r["benchmark"] == benchmark
+            and r["attack"].startswith(attack + " ")]
+    present = [j for j in judges if any(r["judge"] == j for r in rows)]
+    cells = {(r["model"], r["attack"], r["judge"]): r for r in rows}
+    variants = sorted({r["attack"] for r in rows})
+    body = [[m, v.removeprefix(attack + " ")] + [_rate(cells[(m, v, j)]) if (m, v, j) in cells else "—"
+                                                  for j in present]
+            for m in _models(rows) for v in variants if any((m, v, j) in cells for j in present)]
+    return table(["model", "setting"] + [f"{j}: raw" for j in present], body)
+
+
 def over_refusal_table(metrics: dict, judges: tuple[str, ...] = HEADLINE_JUDGES) -> str:
     rows = [r for r in metrics.get("over_refusal", []) if r["judge"] in judges]
     body = []
