@@ -140,11 +140,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     records = read_sft_jsonl(args.data)
     prompts = [[m.model_dump() for m in r.prompt_messages] for r in records]
     cal = calibrate(model, prompts, [r.label for r in records], cfg)
-    atomic_write(Path(args.model) / CALIBRATION_NAME, json.dumps(cal.for_checkpoint(), indent=2) + "\n")
+    saved = cal.for_checkpoint()
+    atomic_write(Path(args.model) / CALIBRATION_NAME, json.dumps(saved, indent=2) + "\n")
     verdict = "meets" if cal.met_target else "MISSES"
     print(f"threshold {cal.threshold:.3f}, tau {cal.tau}: {100 * cal.benign_flagged:.1f}% of {cal.n_benign} benign dev "
           f"requests flagged ({verdict} the {100 * cal.target:.1f}% target); {100 * cal.harmful_missed:.1f}% of "
-          f"{cal.n_harmful} harmful dev requests not flagged at the start. Written to {args.model}/{CALIBRATION_NAME}")
+          f"{cal.n_harmful} harmful dev requests not flagged at the start. Moderation (requests only): threshold "
+          f"{saved['moderation']['threshold']:.3f}. Written to {args.model}/{CALIBRATION_NAME}")
     return 0
 
 
@@ -158,7 +160,8 @@ def register(sub: Any) -> None:
     g.set_defaults(func=_generate)
     k = sub.add_parser("calibrate", help="choose a checkpoint's decode threshold and tau on a labelled dev split",
                        description="Writes MODEL/calibration.json: the threshold and tau every decode that leaves them "
-                                   "unset takes (generate, chat, serve, eval).")
+                                   "unset takes (generate, chat, serve, eval), and the request-only threshold "
+                                   "/v1/moderations flags above.")
     k.add_argument("--model", required=True, help="a safecls checkpoint folder")
     k.add_argument("--data", required=True, help="labelled dev JSONL (messages + label), disjoint from evaluation sets")
     k.add_argument("--config", help="a CalibrationConfig YAML (the recipe's: configs/recipe/calibrate.yaml); --set and "
