@@ -331,3 +331,35 @@ def test_a_helper_on_an_attack_that_takes_none_is_refused_before_any_model_loads
                                                "params": {"taxonomy_file": "x.jsonl"}}])
     with pytest.raises(ConfigError, match="attacks.pap.helper"):
         run_eval(cfg)
+
+
+def test_an_endpoint_helper_writes_pap_paraphrases_through_the_openai_api(assets, tmp_path, monkeypatch):
+    import openai
+
+    from safecls.serve import create_app
+    from tests.serve.conftest import KEY, MODEL, live_server, settings
+
+    tax = tmp_path / "taxonomy.jsonl"
+    tax.write_text(json.dumps({"ss_technique": "Logical Appeal", "ss_definition": "d", "ss_example": "e"}) + "\n")
+    monkeypatch.setenv("HELPER_KEY", KEY)
+    server_model = SafeClsModel.from_base(*tiny_model("llama", seed=2))
+    root = assets["root"]
+    with live_server(create_app(server_model, settings())) as s:
+        pap = {"name": "pap", "helper": {"base_url": s.url + "/v1", "model": MODEL, "api_key_env": "HELPER_KEY"},
+               "params": {"taxonomy_file": str(tax), "techniques": ["Logical Appeal"],
+                          "attacker_decode": {"max_new_tokens": 8, "temperature": 0.0},
+                          "paraphrase_template": "Rewrite with {technique}: {request}"}}
+        run = run_eval(make_cfg(assets, tmp_path, "pap-endpoint", attacks=[pap],
+                                benchmarks=[{"name": "advbench", "path": str(root / "harmful_behaviors.csv")}]))
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY)
+        recs = [r for r in read_records(run) if r.attack == "pap"]
+        assert len(recs) == 6
+        for r in recs:  # what the endpoint itself answers to the ask, asked directly
+            want = client.chat.completions.create(
+                model=MODEL, max_tokens=8, temperature=0,
+                messages=[{"role": "user", "content": f"Rewrite with Logical Appeal: {r.prompt}"}])
+            assert r.extra["paraphrase_output"] == want.choices[0].message.content
+    assert "HELPER_KEY" in (run / "config.yaml").read_text() and KEY not in (run / "config.yaml").read_text()
+    monkeypatch.delenv("HELPER_KEY")
+    with pytest.raises(ConfigError, match=r"\$HELPER_KEY is not set"):
+        run_eval(make_cfg(assets, tmp_path / "again", "pap-endpoint", attacks=[pap]))

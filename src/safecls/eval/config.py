@@ -29,6 +29,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, model_validator
 
 from safecls.config import StrictModel
+from safecls.errors import ConfigError
 from safecls.inference.config import DecodeConfig
 from safecls.model.resolve import MODEL_HELP
 
@@ -47,6 +48,29 @@ class ModelSpec(StrictModel):
     samples: int = Field(1, gt=0, description="Generations per (attack variant, item); sample s uses seed + s.")
 
 
+class EndpointHelper(StrictModel):
+    """An OpenAI-compatible chat endpoint that writes an attack's prompts (PAP's paper used GPT-4 to paraphrase)."""
+
+    base_url: str = Field(min_length=1, description="e.g. http://localhost:8001/v1")
+    model: str = Field(min_length=1, description="the model name the endpoint serves")
+    api_key_env: str | None = Field(None, description="The environment variable that holds its key (a key never "
+                                    "goes in a config or a run folder); None: an open server.")
+
+    def api_key(self) -> str:
+        import os
+
+        if self.api_key_env is None:
+            return "none"
+        if not os.environ.get(self.api_key_env):
+            raise ConfigError(f"helper endpoint {self.base_url}: ${self.api_key_env} is not set. Fix: export it, or "
+                              "drop api_key_env for an open server")
+        return os.environ[self.api_key_env]
+
+    @property
+    def key(self) -> str:
+        return f"{self.base_url}#{self.model}"
+
+
 class AttackSpec(StrictModel):
     name: str = Field(min_length=1, description="An ATTACKS name, or one of the runner's built-ins "
                                                 "(direct, prefill, decoding) when the registry lacks it.")
@@ -55,10 +79,15 @@ class AttackSpec(StrictModel):
                                           "with different params need different labels.")
     params: dict[str, Any] = Field(default_factory=dict, description="The attack's config (its config_cls fields). "
                                                                      "A 'decode' section overrides the model's.")
-    helper: str | None = Field(None, description="The model that writes the attack's prompts for every target (forms "
-                               "as a model path): PAP's paraphraser, AutoDAN's mutator. None: each target writes its "
-                               "own, so a defended target refuses to attack itself and targets are not compared on "
-                               "the same prompts.")
+    helper: str | EndpointHelper | None = Field(
+        None, description="The model that writes the attack's prompts for every target: PAP's paraphraser, AutoDAN's "
+        "mutator; a local model (forms as a model path) or an endpoint {base_url, model, api_key_env}. None: each target "
+        "writes its own, so a defended target refuses to attack itself and targets are not compared on the same "
+        "prompts.")
+
+    @property
+    def helper_key(self) -> str | None:
+        return self.helper.key if isinstance(self.helper, EndpointHelper) else self.helper
 
     @property
     def key(self) -> str:

@@ -64,7 +64,10 @@ def _helper_problem(spec: AttackSpec, attack: Attack) -> str | None:
     if attack.helper_arg is None:
         return f"attacks.{spec.key}.helper: the {spec.name} attack takes no helper model. Fix: remove helper"
     try:
-        check_model_ref(spec.helper, f"attacks.{spec.key}.helper")
+        if isinstance(spec.helper, str):
+            check_model_ref(spec.helper, f"attacks.{spec.key}.helper")
+        else:
+            spec.helper.api_key()
     except ConfigError as e:
         return str(e)
     return None
@@ -72,10 +75,15 @@ def _helper_problem(spec: AttackSpec, attack: Attack) -> str | None:
 
 def load_helpers(cfg: EvalConfig) -> dict[str, Any]:
     """One loaded Target per distinct helper model the attacks name, shared by the attacks that name it."""
-    from safecls.attacks.target import LocalTarget
+    from safecls.attacks.target import LocalTarget, OpenAITarget
 
-    refs = dict.fromkeys(a.helper for a in cfg.attacks if a.helper is not None)
-    return {ref: LocalTarget.load(ref, batch_size=cfg.batch_size) for ref in refs}
+    out: dict[str, Any] = {}
+    for a in cfg.attacks:
+        if a.helper is None or a.helper_key in out:
+            continue
+        out[a.helper_key] = (LocalTarget.load(a.helper, batch_size=cfg.batch_size) if isinstance(a.helper, str) else
+                             OpenAITarget(a.helper.model, base_url=a.helper.base_url, api_key=a.helper.api_key()))
+    return out
 
 
 def attack_config(attack: Attack, spec: AttackSpec, model: ModelSpec, seed: int) -> Any:
@@ -331,7 +339,7 @@ def run_eval(cfg: EvalConfig, *, max_records: int | None = None) -> Path:
     if dist.rank == 0:
         _write_config(run_dir, cfg, versions)
     helpers = load_helpers(cfg)
-    attacks = {a.key: make_attack(a, helpers.get(a.helper)) for a in cfg.attacks}
+    attacks = {a.key: make_attack(a, helpers.get(a.helper_key)) for a in cfg.attacks}
     attacks.setdefault("direct", make_attack(AttackSpec(name="direct")))  # clean-only sets run it even if unlisted
     judges = make_judges(cfg)
     if dist.rank == 0:
