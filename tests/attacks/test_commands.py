@@ -79,3 +79,8 @@ def test_bad_inputs_fail_before_any_model_loads(data_file, tmp_path):
         _run(["attack", "gcg-transfer", "--data", str(data_file), *base])
     with pytest.raises(ConfigError, match="prefill attack takes no helper model.*autodan, pap"):
         _run(["attack", "prefill", "--data", str(data_file), "--attacker", "base", *base])
+    with pytest.raises(ConfigError, match="at most one of --attacker and --attacker-endpoint"):
+        _run(["attack", "pap", "--data", str(data_file), "--attacker", "base", "--attacker-endpoint", "http://x", *base])
+    with pytest.raises(ConfigError, match=r"\$NO_SUCH_KEY_VAR is not set"):
+        _run(["attack", "pap", "--data", str(data_file), "--attacker-endpoint", "http://x", "--attacker-api-key-env",
+              "NO_SUCH_KEY_VAR", *base])

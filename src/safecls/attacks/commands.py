@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how the endpoint takes a prefilled reply (vLLM/safecls servers: continue_final_message)")
     p.add_argument("--attacker", help="model for PAP paraphrasing / AutoDAN LLM mutation (forms as --model; default: "
                    "the target itself)")
+    p.add_argument("--attacker-endpoint", metavar="URL", help="an OpenAI-compatible base URL as the attacker instead "
+                   "of --attacker (a capable paraphraser: PAP's paper used GPT-4)")
+    p.add_argument("--attacker-endpoint-model", default="default", help="model name sent to the attacker endpoint")
+    p.add_argument("--attacker-api-key-env", metavar="VAR", help="environment variable holding the attacker "
+                   "endpoint's key (none: an open server)")
     p.add_argument("--data", help="FILE (JSONL/CSV/TXT) or a benchmark name (advbench, maliciousinstruct, hex-phi, ...)")
     p.add_argument("--data-root", type=Path, help="benchmark file or folder (e.g. ../shared/data); default: download")
     p.add_argument("--limit", type=int, help="attack N requests (a file's first N; a benchmark's seeded subset)")
@@ -100,6 +105,7 @@ def _attack(args: argparse.Namespace) -> int:
     from safecls.attacks import ATTACKS
     from safecls.attacks.base import AttackRecord
     from safecls.attacks.items import load_items
+    from safecls.attacks.target import EndpointHelper
     from safecls.config import dump_config
     from safecls.io import ResultLog, atomic_write
 
@@ -113,14 +119,20 @@ def _attack(args: argparse.Namespace) -> int:
         raise ConfigError(f"attack {args.name}: {' and '.join(missing)} required")
     if bool(args.model) == bool(args.endpoint):
         raise ConfigError("attack: give exactly one of --model and --endpoint")
-    if args.attacker and cls.helper_arg is None:
+    if args.attacker and args.attacker_endpoint:
+        raise ConfigError("attack: give at most one of --attacker and --attacker-endpoint")
+    if (args.attacker or args.attacker_endpoint) and cls.helper_arg is None:
         raise ConfigError(f"--attacker: the {args.name} attack takes no helper model. Fix: drop --attacker (it is for "
                           f"{', '.join(n for n in ATTACKS.names() if ATTACKS.get(n).helper_arg)})")
+    endpoint_helper = EndpointHelper(base_url=args.attacker_endpoint, model=args.attacker_endpoint_model,
+                                     api_key_env=args.attacker_api_key_env) if args.attacker_endpoint else None
+    if endpoint_helper is not None:
+        endpoint_helper.api_key()  # a missing key fails here, before any model loads
     attack = cls()
     config = _config(attack, args)  # config and data errors surface before any model loads
     items = load_items(args.data, data_root=args.data_root, limit=args.limit, seed=args.seed)
     resolved = {"attack": args.name, "target": args.model or f"{args.endpoint} ({args.endpoint_model})",
-                "attacker": args.attacker, "data": args.data, "data_root": str(args.data_root) if args.data_root else None,
+                "attacker": args.attacker or (endpoint_helper.key if endpoint_helper else None), "data": args.data, "data_root": str(args.data_root) if args.data_root else None,
                 "limit": args.limit, "seed": args.seed, "config": yaml.safe_load(dump_config(config))}
     text = yaml.safe_dump({**resolved, "versions": _versions()}, sort_keys=False)
     cfg_path = args.out / "config.yaml"
@@ -135,8 +147,8 @@ def _attack(args: argparse.Namespace) -> int:
                               prefill=args.endpoint_prefill)
     else:
         target = _local(args.model, args.dtype, args.batch_size)
-    if args.attacker:
-        helper = _local(args.attacker, args.dtype, args.batch_size)
+    if args.attacker or endpoint_helper is not None:
+        helper = endpoint_helper.target() if endpoint_helper else _local(args.attacker, args.dtype, args.batch_size)
         attack = cls(**{cls.helper_arg: helper})
     atomic_write(cfg_path, text)
     log = ResultLog(args.out / "records.jsonl", AttackRecord)

@@ -12,13 +12,17 @@ LocalTarget; black-box attacks use `generate()` only.
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import Field
+
 from safecls._optional import require
+from safecls.config import StrictModel
 from safecls.errors import ConfigError, SafeclsError
 from safecls.inference.config import DecodeConfig, per_row
 from safecls.model.encoding import Prompt, as_messages
@@ -204,3 +208,27 @@ class OpenAITarget(Target):
             return [self._one(j) for j in jobs]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._one, jobs))
+
+
+class EndpointHelper(StrictModel):
+    """An OpenAI-compatible chat endpoint that writes an attack's prompts (PAP's paper used GPT-4 to paraphrase)."""
+
+    base_url: str = Field(min_length=1, description="e.g. http://localhost:8001/v1")
+    model: str = Field(min_length=1, description="the model name the endpoint serves")
+    api_key_env: str | None = Field(None, description="The environment variable that holds its key (a key never "
+                                    "goes in a config or a run folder); None: an open server.")
+
+    def api_key(self) -> str:
+        if self.api_key_env is None:
+            return "none"
+        if not os.environ.get(self.api_key_env):
+            raise ConfigError(f"helper endpoint {self.base_url}: ${self.api_key_env} is not set. Fix: export it, or "
+                              "drop api_key_env for an open server")
+        return os.environ[self.api_key_env]
+
+    @property
+    def key(self) -> str:
+        return f"{self.base_url}#{self.model}"
+
+    def target(self) -> OpenAITarget:
+        return OpenAITarget(self.model, base_url=self.base_url, api_key=self.api_key())

@@ -28,8 +28,8 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
+from safecls.attacks.target import EndpointHelper
 from safecls.config import StrictModel
-from safecls.errors import ConfigError
 from safecls.inference.config import DecodeConfig
 from safecls.model.resolve import MODEL_HELP
 
@@ -46,29 +46,6 @@ class ModelSpec(StrictModel):
                                              "tau, threshold) and the defaults each attack starts from.")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     samples: int = Field(1, gt=0, description="Generations per (attack variant, item); sample s uses seed + s.")
-
-
-class EndpointHelper(StrictModel):
-    """An OpenAI-compatible chat endpoint that writes an attack's prompts (PAP's paper used GPT-4 to paraphrase)."""
-
-    base_url: str = Field(min_length=1, description="e.g. http://localhost:8001/v1")
-    model: str = Field(min_length=1, description="the model name the endpoint serves")
-    api_key_env: str | None = Field(None, description="The environment variable that holds its key (a key never "
-                                    "goes in a config or a run folder); None: an open server.")
-
-    def api_key(self) -> str:
-        import os
-
-        if self.api_key_env is None:
-            return "none"
-        if not os.environ.get(self.api_key_env):
-            raise ConfigError(f"helper endpoint {self.base_url}: ${self.api_key_env} is not set. Fix: export it, or "
-                              "drop api_key_env for an open server")
-        return os.environ[self.api_key_env]
-
-    @property
-    def key(self) -> str:
-        return f"{self.base_url}#{self.model}"
 
 
 class AttackSpec(StrictModel):

@@ -75,14 +75,14 @@ def _helper_problem(spec: AttackSpec, attack: Attack) -> str | None:
 
 def load_helpers(cfg: EvalConfig) -> dict[str, Any]:
     """One loaded Target per distinct helper model the attacks name, shared by the attacks that name it."""
-    from safecls.attacks.target import LocalTarget, OpenAITarget
+    from safecls.attacks.target import LocalTarget
 
     out: dict[str, Any] = {}
     for a in cfg.attacks:
         if a.helper is None or a.helper_key in out:
             continue
         out[a.helper_key] = (LocalTarget.load(a.helper, batch_size=cfg.batch_size) if isinstance(a.helper, str) else
-                             OpenAITarget(a.helper.model, base_url=a.helper.base_url, api_key=a.helper.api_key()))
+                             a.helper.target())
     return out
 
 
