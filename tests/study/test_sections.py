@@ -133,3 +133,23 @@ def test_the_decoding_attack_shows_each_setting_beside_the_best_try_for_every_ru
     assert "| plain-sft-balanced | 60.0% [" in best and "(n=5)" in best
     assert "| plain-sft-balanced | greedy/no-sys | 20.0% [" in per_setting
     assert "| plain-sft-balanced | t=1.0/no-sys | 60.0% [" in per_setting
+
+
+def test_each_search_attack_has_its_section_and_gcg_keeps_adaptive_gcg_apart(tmp_path):
+    cfg = EvalConfig.model_validate({
+        "name": "gcg", "models": [{"name": "plain-sft", "path": "base"}], "attacks": [{"name": "gcg"}],
+        "benchmarks": [{"name": "advbench"}], "judges": [{"name": "keyword"}]})
+    for run, broken in (("gcg", 3), ("gcg-adaptive", 1)):
+        records = [Rec("plain-sft", f"reply {i}", "comply" if i < broken else "refuse", attack="gcg",
+                       item=f"advbench/{i}") for i in range(4)]
+        d = tmp_path / "study" / "eval" / run
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(summarize(records, cfg, schedules={}, probing=[], run_info={})))
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    gcg = text.split("### GCG (AdvBench)")[1].split("\n### ")[0]
+    adaptive = text.split("### Adaptive GCG (AdvBench)")[1].split("\n### ")[0]
+    assert "75.0% [" in gcg and "25.0% [" not in gcg
+    assert "25.0% [" in adaptive and "75.0% [" not in adaptive
+    for title, config in (("AutoDAN", "autodan.yaml"), ("PAP", "pap.yaml")):
+        section = text.split(f"### {title} (AdvBench)")[1].split("\n## ")[0].split("\n### ")[0]
+        assert f"Not measured yet: {title}. Command: `safecls eval --config configs/study/{config}`" in section

@@ -61,6 +61,12 @@ def _settings(study: Path, name: str) -> str:
     return f"\nRun settings (study/eval/{name}/config.yaml): models {models}; {benches}; {attacks}.\n"
 
 
+# (title, run name, attack in its metrics, config): attacks that search per request; each counts only where its run
+# also breaks plain SFT, which every config below measures beside the defended model
+SEARCH_ATTACKS = (("GCG", "gcg", "gcg", "gcg.yaml"), ("Adaptive GCG", "gcg-adaptive", "gcg", "gcg_adaptive.yaml"),
+                  ("AutoDAN", "autodan", "autodan", "autodan.yaml"), ("PAP", "pap", "pap", "pap.yaml"))
+
+
 def header(study: Path) -> str:
     return (
         "# Results\n\n"
@@ -121,6 +127,14 @@ def attacks(study: Path) -> str:
                 out.append(f"\n{b}, each setting alone:\n\n" + variant_table(decoding, b, "decoding"))
     else:
         out.append(_missing("the decoding attack", "safecls eval --config configs/study/decoding.yaml"))
+    for title, run, attack, config in SEARCH_ATTACKS:
+        out.append(f"\n### {title} (AdvBench)\n")
+        # gcg-adaptive-* is adaptive GCG's family, not a companion of gcg
+        others = [o for _, o, _, _ in SEARCH_ATTACKS if o != run and o.startswith(run)]
+        runs = [n for n in _family(study, run) if not any(n.startswith(o) for o in others)]
+        found = _merged(study, runs)
+        out.append(_settings_of(study, runs) + "\n" + asr_table(found, "advbench", attack) if found else
+                   _missing(title, f"safecls eval --config configs/study/{config}"))
     return "\n".join(out) + "\n"
 
 
