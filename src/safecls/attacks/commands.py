@@ -132,7 +132,8 @@ def _attack(args: argparse.Namespace) -> int:
     config = _config(attack, args)  # config and data errors surface before any model loads
     items = load_items(args.data, data_root=args.data_root, limit=args.limit, seed=args.seed)
     resolved = {"attack": args.name, "target": args.model or f"{args.endpoint} ({args.endpoint_model})",
-                "attacker": args.attacker or (endpoint_helper.key if endpoint_helper else None), "data": args.data, "data_root": str(args.data_root) if args.data_root else None,
+                "attacker": args.attacker or (endpoint_helper.key if endpoint_helper else None), "data": args.data,
+                "data_root": str(args.data_root) if args.data_root else None,
                 "limit": args.limit, "seed": args.seed, "config": yaml.safe_load(dump_config(config))}
     text = yaml.safe_dump({**resolved, "versions": _versions()}, sort_keys=False)
     cfg_path = args.out / "config.yaml"
