@@ -25,7 +25,16 @@ from typing import Any, Self
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
+from safecls.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackItem,
+    AttackRecord,
+    log_search_step,
+    make_record,
+    record_key,
+    user_turn,
+)
 from safecls.attacks.losses import target_losses
 from safecls.attacks.synonyms import WORD, match_case, synonyms
 from safecls.config import StrictModel
@@ -244,7 +253,7 @@ def run(model: Any, tokenizer: Any, goal: str, target: str, config: AutoDANConfi
         if -fit[i] < res.best_loss:
             res.best_loss, res.best_prompt = -fit[i], pop[i]
             res.best_input = fill(pop[i], goal, cfg.append_goal)
-        logger.debug("AutoDAN step %d: loss %.4f", step, -fit[i])
+        log_search_step("AutoDAN", step, cfg.num_steps, res.best_loss)
         if success is not None and responder is not None and (step + 1) % cfg.check_every == 0:
             if success([goal], [responder(res.best_input)])[0] > 0.5:
                 res.stopped_early = True

@@ -20,7 +20,16 @@ import torch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
+from safecls.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackItem,
+    AttackRecord,
+    log_search_step,
+    make_record,
+    record_key,
+    user_turn,
+)
 from safecls.attacks.gcg_objective import Objective, PlainObjective, SafeClsObjective, Scores
 from safecls.attacks.optim_prompt import build, disallowed_mask, stable_rows
 from safecls.config import StrictModel
@@ -181,6 +190,7 @@ def run(model: Any, tokenizer: Any, messages: str | list[dict[str, str]], target
                 res.best_loss, res.best_suffix = loss, res.suffixes[-1]
                 res.best_target_loss, res.best_p_benign = float(s.target[i]), _p(s, i)
             logger.debug("GCG step %d: loss %.4f target %.4f suffix %r", step, loss, float(s.target[i]), res.suffixes[-1])
+            log_search_step("GCG", step, cfg.num_steps, res.best_loss)
             if cfg.early_stop and bool(s.match[i]) and (s.p_benign is None or cfg.head_weight == 0 or float(s.p_benign[i]) > 0.5):
                 res.stopped_early = True
                 res.best_loss, res.best_suffix = loss, res.suffixes[-1]
