@@ -25,17 +25,9 @@ from typing import Any, Self
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from safecls.attacks.base import (
-    ATTACKS,
-    Attack,
-    AttackItem,
-    AttackRecord,
-    log_search_step,
-    make_record,
-    record_key,
-    user_turn,
-)
+from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
 from safecls.attacks.losses import target_losses
+from safecls.attacks.progress import log_search_step
 from safecls.attacks.synonyms import WORD, match_case, synonyms
 from safecls.config import StrictModel
 from safecls.errors import DataError

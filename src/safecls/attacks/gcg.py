@@ -20,18 +20,10 @@ import torch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from safecls.attacks.base import (
-    ATTACKS,
-    Attack,
-    AttackItem,
-    AttackRecord,
-    log_search_step,
-    make_record,
-    record_key,
-    user_turn,
-)
+from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
 from safecls.attacks.gcg_objective import Objective, PlainObjective, SafeClsObjective, Scores
 from safecls.attacks.optim_prompt import build, disallowed_mask, stable_rows
+from safecls.attacks.progress import log_search_step
 from safecls.config import StrictModel
 from safecls.errors import ConfigError
 from safecls.inference.config import DecodeConfig
