@@ -153,3 +153,25 @@ def test_one_set_of_layers_may_be_given_flat():
     cfg = HeadFitConfig(model="m", requests_file="r", output_dir="o", layers=[20, -1])
     assert cfg.layers == [[20, -1]] and cfg.read_layers((-1,)) == (20, -1)
     assert HeadFitConfig(model="m", requests_file="r", output_dir="o", layers=[[1], [2, 1]]).read_layers((-1,)) == (1, 2, -1)
+
+
+def test_a_second_requests_file_is_read_alone_and_fits_as_one_file_would(tmp_path, monkeypatch):
+    """States are cached per file: adding a file reads only it, and the fit equals a fresh fit on both files joined."""
+    ck = _checkpoint(tmp_path)
+    first, extra = toy_records(24), toy_records(16, offset=100)
+    a, b = write_jsonl(tmp_path / "a.jsonl", first), write_jsonl(tmp_path / "b.jsonl", extra)
+    cfg = HeadFitConfig(model=str(ck), requests_file=str(a), output_dir=str(tmp_path / "fit"), l2=[0.01])
+    fit_head(cfg)
+    read = []
+    real = SafeClsModel.cls_features
+    monkeypatch.setattr(SafeClsModel, "cls_features", lambda self, prompts, *r, **k: read.append(len(prompts))
+                        or real(self, prompts, *r, **k))
+    both = fit_head(cfg.model_copy(update={"requests_file": [str(a), str(b)]}))
+    assert read == [len(extra)]
+    assert both["train"]["counts"] == {"request/toy/0": 20, "request/toy/1": 20}
+    joined = write_jsonl(tmp_path / "ab.jsonl", first + extra)
+    fresh = fit_head(cfg.model_copy(update={"requests_file": [str(joined)], "output_dir": str(tmp_path / "fresh")}))
+    prompts = [r["messages"][:1] for r in toy_records(8, offset=300)]
+    assert (SafeClsModel.from_pretrained(tmp_path / "fit" / "final").classify(prompts)
+            == pytest.approx(SafeClsModel.from_pretrained(tmp_path / "fresh" / "final").classify(prompts), abs=1e-5))
+    assert both["train"]["by_kind"] == fresh["train"]["by_kind"]

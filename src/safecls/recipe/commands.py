@@ -57,6 +57,7 @@ def _answers(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from safecls.recipe.datasets import write_datasets
     from safecls.recipe.examples import build_examples
+    from safecls.recipe.reworded import write_reworded_splits
     from safecls.recipe.self_answers import self_answers
 
     out = Path(args.out)
@@ -66,7 +67,10 @@ def _data(args: argparse.Namespace) -> int:
     examples, stats = build_examples(args.data_dir, answers, seed=args.seed, cache=out / "cache", limits=limits)
     paths = write_datasets(examples, out / "data", stats, seed=args.seed,
                            harmful_per_benign=harmful_per_benign(args.harmful_per_benign))
-    print(json.dumps(json.loads(paths["manifest"].read_text())["files"], indent=1))
+    files = json.loads(paths["manifest"].read_text())["files"]
+    files.update({f"sft_{k}_reworded": v for k, v in
+                  write_reworded_splits(out / "data", args.data_dir, out / "cache", args.seed).items()})
+    print(json.dumps(files, indent=1))
     print(f"written to {out / 'data'}")
     return 0
 

@@ -24,6 +24,7 @@ def run_recipe(data_dir: str | Path, out: str | Path = "runs/recipe", configs: s
     from safecls.model.checkpoint import CALIBRATION_NAME
     from safecls.recipe.datasets import write_datasets
     from safecls.recipe.examples import build_examples
+    from safecls.recipe.reworded import write_reworded_splits
     from safecls.recipe.self_answers import self_answers
     from safecls.train.config import TrainConfig
     from safecls.train.head_fit import HeadFitConfig, fit_head
@@ -36,6 +37,7 @@ def run_recipe(data_dir: str | Path, out: str | Path = "runs/recipe", configs: s
     examples, stats = build_examples(data_dir, answers, cache=out / "cache")
     write_datasets(examples, out / "data", stats)
     data = out / "data"
+    write_reworded_splits(data, data_dir, out / "cache")
     stages = {"pretrain": {"train_file": data / "pretrain_train.jsonl", "eval_file": data / "pretrain_test.jsonl"},
               "sft": {"train_file": data / "sft_train.jsonl", "eval_file": data / "sft_dev.jsonl",
                       "model": out / "pretrain" / "final"}}
@@ -53,9 +55,10 @@ def run_recipe(data_dir: str | Path, out: str | Path = "runs/recipe", configs: s
     else:
         logger.info("recipe 5/6: the head re-fit on the sft stage's [CLS] states")
         fit_head(load_config(Path(configs) / "head.yaml", HeadFitConfig, [
-            f"{k}={v}" for k, v in {"model": out / "sft" / "final", "requests_file": data / "sft_train.jsonl",
+            f"{k}={v}" for k, v in {"model": out / "sft" / "final",
+                                    "requests_file": f"[{data / 'sft_train.jsonl'}, {data / 'sft_train_reworded.jsonl'}]",
                                     "replies_file": data / "pretrain_train.jsonl",
-                                    "eval_requests_file": data / "sft_test.jsonl",
+                                    "eval_requests_file": f"[{data / 'sft_test.jsonl'}, {data / 'sft_test_reworded.jsonl'}]",
                                     "eval_replies_file": data / "pretrain_test.jsonl",
                                     "output_dir": out / "head"}.items()]))
     logger.info("recipe 6/6: calibration of threshold and tau on the dev split")

@@ -13,6 +13,7 @@ model's; calibration (threshold, tau) must be chosen again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -45,13 +46,14 @@ MIN_CUT_WORDS = 4  # the first read of a reply comes after a few tokens (schedul
 
 class HeadFitConfig(StrictModel):
     model: str = Field(description="The trained safecls checkpoint whose head is re-fit (e.g. runs/recipe/sft/final).")
-    requests_file: str = Field(description="SFT JSONL (the recipe's sft_train.jsonl): each record's request, with its "
-                                           "label, is one request read.")
+    requests_file: list[str] = Field(min_length=1, description="SFT JSONL files (the recipe's sft_train.jsonl and "
+                                     "sft_train_reworded.jsonl): each record's request, with its label, is one request "
+                                     "read.")
     replies_file: str | None = Field(None, description="The pretrain corpus (pretrain_train.jsonl): its chat records "
                                                        "of kind answer (0), completion (1) and nested (1) are read "
                                                        "over (request, reply so far). null: request reads only.")
-    eval_requests_file: str | None = Field(None, description="Held-out SFT JSONL (sft_test.jsonl): AUC before and "
-                                                             "after, in fit.json.")
+    eval_requests_file: list[str] = Field(default_factory=list, description="Held-out SFT JSONL files (sft_test.jsonl,"
+                                          " sft_test_reworded.jsonl): AUC before and after, in fit.json.")
     eval_replies_file: str | None = Field(None, description="Held-out pretrain corpus (pretrain_test.jsonl): AUC "
                                                             "before and after, by kind, in fit.json.")
     cuts: int = Field(2, ge=0, description="Reads per answer or completion at random word counts, besides the whole "
@@ -69,7 +71,13 @@ class HeadFitConfig(StrictModel):
     seed: int = 0
     output_dir: str = Field(description="Run folder: final/ (the checkpoint with the new head, no calibration), "
                                         "fit.json (data counts, AUC before and after), config.yaml and features.npz "
-                                        "(the states read, reused by a rerun that reads the same: l2 costs seconds).")
+                                        "(the states read, per file: a rerun reads only files it has not read "
+                                        "before, so trying l2 or layers costs seconds).")
+
+    @field_validator("requests_file", "eval_requests_file", mode="before")
+    @classmethod
+    def _files(cls, v: Any) -> Any:
+        return [] if v is None else [v] if isinstance(v, str) else v
 
     @field_validator("l2", mode="before")
     @classmethod
@@ -85,13 +93,12 @@ class HeadFitConfig(StrictModel):
         """Every layer any set reads, and the model's own head's (for the AUC before), each once, in order."""
         return tuple(dict.fromkeys([k for ks in self.layers for k in ks] + list(own)))
 
-    def reads_key(self, own: Sequence[int] = (FINAL,)) -> str:
-        """What decides the states read: a rerun with the same key reuses features.npz."""
-        parts = [self.model, str(self.cuts), str(self.seed), str(self.read_prompt), str(self.read_layers(own))]
-        for f in (self.requests_file, self.replies_file, self.eval_requests_file, self.eval_replies_file):
-            parts.append(f"{f}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" if f else "-")
+    def reads_key(self, path: str, own: Sequence[int] = (FINAL,)) -> str:
+        """What decides the states read from one file: a rerun reuses features.npz's states of every file whose key
+        is unchanged."""
+        parts = [self.model, str(self.cuts), str(self.seed), str(self.read_prompt), str(self.read_layers(own)),
+                 f"{path}:{Path(path).stat().st_size}:{Path(path).stat().st_mtime_ns}"]
         return "|".join(parts)
-
 
 @dataclass(frozen=True, slots=True)
 class Read:
@@ -234,10 +241,6 @@ def fit_head(cfg: HeadFitConfig) -> dict:
                          "checkpoint trained with with_cls: true")
     model.eval()
 
-    def reads_of(requests: str | None, replies: str | None) -> list[Read]:
-        got = request_reads(_records(requests)) if requests else []
-        return got + (reply_reads(_records(replies), cfg.cuts, rng) if replies else [])
-
     read = cfg.read_layers(model.head_layers)
     own = columns(read, model.head_layers, model.hidden_size)
 
@@ -246,22 +249,35 @@ def fit_head(cfg: HeadFitConfig) -> dict:
             logits = model.head(torch.as_tensor(x[:, own], dtype=model.dtype)).float()
         return torch.softmax(logits, -1)[:, MALICIOUS].tolist()
 
-    train = reads_of(cfg.requests_file, cfg.replies_file)
-    held = reads_of(cfg.eval_requests_file, cfg.eval_replies_file)
+    # one part per file, in this order (the replies' cuts draw from rng in turn); each part's states are cached apart
+    parts = [(f, request_reads(_records(f)), "train") for f in cfg.requests_file]
+    parts += [(f, reply_reads(_records(f), cfg.cuts, rng), side)
+              for f, side in ((cfg.replies_file, "train"), (cfg.eval_replies_file, "held")) if f]
+    parts += [(f, request_reads(_records(f)), "held") for f in cfg.eval_requests_file]
+    cache = out_dir / "features.npz"
+    stored = dict(np.load(cache)) if cache.is_file() else {}
+    states = []
+    for f, reads, _ in parts:
+        key = cfg.reads_key(f, model.head_layers)
+        name = "x" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        if name in stored:
+            logger.info("fit-head: the states of %d reads of %s from %s", len(reads), f, cache)
+        else:
+            logger.info("fit-head: reading the [CLS] states of %d reads of %s at layers %s", len(reads), f,
+                        list(read))
+            stored[name] = features(model, reads, cfg.batch_size, cfg.read_prompt, read)
+            tmp = out_dir / "features.tmp.npz"
+            np.savez(tmp, **stored)
+            tmp.replace(cache)
+        states.append(stored[name])
+
+    def side(name: str) -> tuple[list[Read], np.ndarray]:
+        got = [i for i, p in enumerate(parts) if p[2] == name]
+        return ([r for i in got for r in parts[i][1]],
+                np.concatenate([states[i] for i in got]) if got else np.zeros((0, len(read) * model.hidden_size)))
+
+    (train, x), (held, xh) = side("train"), side("held")
     counts = dict(Counter(f"{r.kind}/{r.label}" for r in train))
-    cache, key = out_dir / "features.npz", cfg.reads_key(model.head_layers)
-    cached = np.load(cache) if cache.is_file() else None
-    if cached is not None and str(cached["key"]) == key:
-        logger.info("fit-head: the states of %d + %d reads from %s", len(train), len(held), cache)
-        x, xh = cached["x"], cached["xh"]
-    else:
-        logger.info("fit-head: reading %d [CLS] states of layers %s (%s)", len(train), list(read), counts)
-        x = features(model, train, cfg.batch_size, cfg.read_prompt, read)
-        logger.info("fit-head: reading %d held-out [CLS] states", len(held))
-        xh = features(model, held, cfg.batch_size, cfg.read_prompt, read)
-        tmp = out_dir / "features.tmp.npz"
-        np.savez(tmp, key=np.array(key), x=x, xh=xh)
-        tmp.replace(cache)
     y = [r.label for r in train]
     options = {f"layers {ks} l2 {l2:g}": (tuple(ks), l2) for ks in cfg.layers for l2 in cfg.l2}
     best, folds = choose(x, y, train, {k: (columns(read, ks, model.hidden_size), l2) for k, (ks, l2) in options.items()})
