@@ -6,7 +6,10 @@ from __future__ import annotations
 import gzip
 import json
 
-from safecls.study.commands import collect
+import pytest
+
+from safecls.errors import ConfigError
+from safecls.study.commands import collect, collect_run
 
 
 def _runs(tmp_path, manifest: dict):
@@ -42,3 +45,27 @@ def test_a_manifest_of_other_data_goes_beside_the_committed_one(tmp_path):
     assert len(beside) == 1 and json.loads(beside[0].read_text()) == {"seed": 0, "limit": 250}
     collect(_runs(tmp_path / "again", {"seed": 0, "limit": 250}), study)  # the same data again: no new file
     assert len(list((study / "data").glob("manifest*.json"))) == 2
+
+
+def test_named_runs_alone_are_collected_under_their_new_names(tmp_path, capsys):
+    from safecls.cli import main
+
+    runs = _runs(tmp_path, {"seed": 0, "limit": 250})
+    other = tmp_path / "elsewhere" / "head"
+    (other / "final").mkdir(parents=True)
+    (other / "config.yaml").write_text("l2: 0.01\n")
+    (other / "fit.json").write_text("{}")
+    (other / "final" / "calibration.json").write_text('{"decode": {}}')
+    study = tmp_path / "study"
+    assert main(["study", "collect", "--study", str(study), "--run", f"{other}=head-new",
+                 "--run", str(runs / "study" / "prefill")]) == 0
+    assert sorted(p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file()) == [
+        "eval/prefill/metrics.json", "eval/prefill/records.jsonl.gz",
+        "train/head-new/calibration.json", "train/head-new/config.yaml", "train/head-new/fit.json"]
+    assert "head-new" in capsys.readouterr().out
+
+
+def test_a_folder_that_is_no_run_is_refused(tmp_path):
+
+    with pytest.raises(ConfigError, match="neither a study run"):
+        collect_run(tmp_path, tmp_path / "study")

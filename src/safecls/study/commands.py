@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from safecls.errors import ConfigError
 from safecls.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ STUDY = Path("study")
 
 
 def _models(specs: list[str]) -> list[tuple[str, str]]:
-    from safecls.errors import ConfigError
 
     out = []
     for s in specs:
@@ -48,7 +48,6 @@ def merged(path: Path, entries: dict[str, Any]) -> dict[str, Any]:
     place; the others stay, so models trained at different times share one file."""
     if not path.exists():
         return dict(entries)
-    from safecls.errors import ConfigError
 
     fix = "Fix: delete it or pass another --out"
     try:
@@ -110,31 +109,37 @@ def _utility(args: argparse.Namespace) -> int:
 def collect(runs: Path = Path("runs"), study: Path = STUDY) -> list[Path]:
     """Copy what a reader needs of each training and study run into study/: configs, metrics, held-out eval,
     calibration, and per-prompt records (gzip). Weights stay out."""
-    written = []
-    for run in sorted((runs / "recipe").glob("*/config.yaml")):
-        d = run.parent
-        dest = study / "train" / d.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.jsonl", "eval.json", "fit.json"):
-            if (d / name).is_file():
-                shutil.copy2(d / name, dest / name)
-        if (d / "final" / "calibration.json").is_file():
-            shutil.copy2(d / "final" / "calibration.json", dest / "calibration.json")
-        written.append(dest)
+    written = [collect_run(run.parent, study) for run in sorted((runs / "recipe").glob("*/config.yaml"))]
     if (runs / "recipe" / "data" / "manifest.json").is_file():
         written.append(keep_manifest(runs / "recipe" / "data" / "manifest.json", study / "data"))
-    for metrics in sorted((runs / "study").glob("*/metrics.json")):
-        d = metrics.parent
-        dest = study / "eval" / d.name
+    written += [collect_run(m.parent, study) for m in sorted((runs / "study").glob("*/metrics.json"))]
+    return written
+
+
+def collect_run(run: Path, study: Path = STUDY, name: str | None = None) -> Path:
+    """One run into study/eval/<name> (a study run: it has metrics.json) or study/train/<name> (a training run:
+    config.yaml); `name` defaults to the run folder's."""
+    if (run / "metrics.json").is_file():
+        dest = study / "eval" / (name or run.name)
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.json", "probing.json"):
-            if (d / name).is_file():
-                shutil.copy2(d / name, dest / name)
-        with (d / "records.jsonl").open("rb") as src, (dest / "records.jsonl.gz").open("wb") as raw, \
+        for file in ("config.yaml", "metrics.json", "probing.json"):
+            if (run / file).is_file():
+                shutil.copy2(run / file, dest / file)
+        with (run / "records.jsonl").open("rb") as src, (dest / "records.jsonl.gz").open("wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as g:  # the same bytes on every run
             shutil.copyfileobj(src, g)
-        written.append(dest)
-    return written
+        return dest
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run}: neither a study run (metrics.json) nor a training run (config.yaml). Fix: pass a "
+                          "run folder, e.g. runs/study/<name> or runs/recipe/<stage>")
+    dest = study / "train" / (name or run.name)
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in ("config.yaml", "metrics.jsonl", "eval.json", "fit.json"):
+        if (run / file).is_file():
+            shutil.copy2(run / file, dest / file)
+    if (run / "final" / "calibration.json").is_file():
+        shutil.copy2(run / "final" / "calibration.json", dest / "calibration.json")
+    return dest
 
 
 def keep_manifest(manifest: Path, data: Path) -> Path:
@@ -152,7 +157,12 @@ def keep_manifest(manifest: Path, data: Path) -> Path:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    for d in collect(Path(args.runs), Path(args.study)):
+    if args.run:
+        named = [(Path(p), n or None) for p, _, n in (r.partition("=") for r in args.run)]
+        written = [collect_run(p, Path(args.study), n) for p, n in named]
+    else:
+        written = collect(Path(args.runs), Path(args.study))
+    for d in written:
         print(d)
     return 0
 
@@ -180,6 +190,8 @@ def register(sub: Any) -> None:
     u.set_defaults(func=_utility)
     c = ss.add_parser("collect", help="copy run configs, metrics and gzipped records into study/")
     c.add_argument("--runs", default="runs")
+    c.add_argument("--run", action="append", default=[], metavar="PATH[=NAME]",
+                   help="collect only this run folder (repeatable), under NAME in study/; the data manifest stays")
     c.add_argument("--study", default="study")
     c.set_defaults(func=_collect)
     r = ss.add_parser("report", help="write docs/RESULTS.md from study/")
