@@ -116,3 +116,49 @@ def test_calibrate_command_reads_a_config_that_flags_override(tmp_path, monkeypa
     got = [(c.max_benign_flagged, c.taus, c.candidates) for c, _ in seen]
     assert got == [(0.05, [2, 3], 4), (0.05, [2, 3], 2), (0.01, [2, 3], 4), (0.03, [1, 2, 3], 5)]
     assert seen[0][1] == [0, 1, 0, 1]
+
+
+def test_a_first_read_threshold_of_its_own_takes_its_share_and_the_mid_reply_one_the_rest(model, monkeypatch,
+                                                                                          tmp_path):
+    benign = [f"benign request {i}" for i in range(20)]
+    harmful = [f"harmful request {i}" for i in range(10)]
+    # benign first reads 0.00 .. 0.45 (two each); harmful 0.30 (5) and 0.97 (5)
+    p0 = {**{b: 0.05 * (i % 10) for i, b in enumerate(benign)}, **{h: 0.30 if i < 5 else 0.97
+                                                                    for i, h in enumerate(harmful)}}
+    monkeypatch.setattr(model, "classify", lambda prompts, batch_size=16: [p0[p] for p in prompts])
+    eng = Engine(model)
+    head = ScriptedHead(eng, [0.05, 0.62])  # the request read of the replies generated, then every mid-reply read
+    monkeypatch.setattr(eng, "_head_p", head)
+    generate = eng.generate
+
+    def each_trial_anew(*args, **kwargs):  # one batch per trial: its first call is the request read
+        head.calls = 0
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(eng, "generate", each_trial_anew)
+    cfg = CalibrationConfig(max_benign_flagged=0.2, request_share=0.5, taus=[3], candidates=10, grid=19, batch_size=32,
+                            decode={"max_new_tokens": 6, "min_new_tokens": 6, "schedule": "every"})
+    cal = calibrate(model, benign + harmful, [0] * 20 + [1] * 10, cfg, engine=eng)
+    # the first read's share, 10%: 0.35 flags the two 0.40 and two 0.45 benign requests (20%), 0.40 two (10%)
+    assert cal.request_threshold == pytest.approx(0.40)
+    # mid-reply: a threshold below 0.62 flags every reply left; 0.65 none. So 2 / 20 at the start, 10%, in all
+    assert cal.threshold == pytest.approx(0.65) and cal.met_target and cal.benign_flagged == pytest.approx(0.1)
+    assert all(t.flagged_at_start == 2 and t.request_threshold == pytest.approx(0.40) for t in cal.trials)
+    assert cal.harmful_missed == 0.5  # at the first read's threshold: the five 0.30 ones
+    saved = cal.for_checkpoint()
+    assert saved["decode"] == {"threshold": pytest.approx(0.65), "tau": 3, "request_threshold": pytest.approx(0.40)}
+    model.calibration = json.loads(json.dumps(saved))
+    model.save_pretrained(tmp_path / "ck")
+    loaded = Engine(SafeClsModel.from_pretrained(tmp_path / "ck"))
+    got = loaded.resolve([cfg.decode])[0]
+    assert (got.threshold, got.request_threshold) == (pytest.approx(0.65), pytest.approx(0.40))
+    own = loaded.resolve([cfg.decode.model_copy(update={"threshold": 0.8})])[0]
+    assert own.request_threshold == 0.8  # a threshold of one's own replaces the calibrated pair
+
+
+def test_one_threshold_when_no_share_is_given_reads_the_request_at_it(model):
+    from safecls.inference.config import DecodeConfig
+
+    cfg = DecodeConfig().resolved({"threshold": 0.7, "tau": 2})
+    assert (cfg.threshold, cfg.request_threshold, cfg.tau) == (0.7, 0.7, 2)
+    assert DecodeConfig().resolved(None).request_threshold == 0.5

@@ -150,6 +150,19 @@ def test_initially_malicious_starts_with_refusal_prefix(monkeypatch):
     assert later and min(later) >= n_prefix  # the refusal is read on (it may drift), but never inside its prefix
 
 
+def test_the_first_read_is_judged_at_its_own_threshold_and_later_reads_at_theirs(monkeypatch):
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    cfg = DecodeConfig(policy="medium", max_new_tokens=12, schedule="every", tau=1, threshold=0.9,
+                       request_threshold=0.5)
+    eng = Engine(model)
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.7, 0.1]))  # above the first read's threshold only
+    assert eng.generate([PROMPTS[0]], cfg)[0].text.startswith(DecodeConfig().refusal_prefix)
+    eng = Engine(model)
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1, 0.7]))  # later reads at 0.7: below their 0.9
+    res = eng.generate([PROMPTS[0]], cfg)[0]
+    assert not res.trace.steered_to_refusal and len(res.trace.evaluations) > 3
+
+
 def test_refusal_after_a_prefill_is_a_separate_word(monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)

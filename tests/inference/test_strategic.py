@@ -19,6 +19,13 @@ def test_initially_malicious_acts_at_once_and_medium_keeps_reading_the_refusal()
     assert strategic.initial(CFG.model_copy(update={"policy": "low"}), 0.9) == (strategic.RowState("DONE"), Action.NONE)
 
 
+def test_the_request_read_has_its_own_threshold_where_one_is_set():
+    own = CFG.model_copy(update={"request_threshold": 0.8})
+    assert strategic.initial(own, 0.7)[1] == Action.NONE and strategic.initial(CFG, 0.7)[1] == Action.INSERT_PREFIX
+    st = strategic.initial(own, 0.1)[0]
+    assert strategic.after_read(st, own, 5, 0.6, 6) == (Action.NONE, -1) and st.rule == "R3"  # later reads: 0.5
+
+
 def test_r1_is_deprecated_and_has_no_effect():
     with pytest.warns(FutureWarning, match="r1 has no effect"):
         cfg = DecodeConfig(r1=5).resolved()

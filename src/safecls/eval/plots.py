@@ -125,7 +125,8 @@ def tradeoff_curves(curves: Sequence[TradeoffCurve]) -> bytes:
         line, = ax.plot([100 * p["benign_flagged"] for p in c.curve], [100 * p["harmful_missed"] for p in c.curve],
                         label=c.model)
         ax.plot([100 * c.benign_flagged], [100 * c.harmful_missed], "o", color=line.get_color())
-        ax.annotate(f"t={c.threshold:.2f}, tau={c.tau}", (100 * c.benign_flagged, 100 * c.harmful_missed),
+        first = "" if c.request_threshold is None else f" (first read {c.request_threshold:.2f})"
+        ax.annotate(f"t={c.threshold:.2f}{first}, tau={c.tau}", (100 * c.benign_flagged, 100 * c.harmful_missed),
                     textcoords="offset points", xytext=(6, 6), fontsize="small")
     ax.set_xlabel("benign dev requests refused (%)")
     ax.set_ylabel("harmful dev requests missed (%)")

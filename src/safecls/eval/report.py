@@ -101,6 +101,7 @@ class TradeoffCurve(BaseModel):
     model: str
     threshold: float
     tau: int
+    request_threshold: float | None = None  # the first read's own, where calibration chose one
     target: float
     benign_flagged: float
     harmful_missed: float
@@ -222,7 +223,9 @@ def build_blocks(m: ReportMetrics, *, with_plots: bool = True) -> list[Block]:
                          "including refusals mid-reply."),
                    ("table", _Table(headers=["model", "threshold", "tau", "target", "benign refused", "harmful missed",
                                              "n benign / harmful"],
-                                    rows=[[t.model, f"{t.threshold:.3f}", str(t.tau), _pct(t.target),
+                                    rows=[[t.model, f"{t.threshold:.3f}" + ("" if t.request_threshold is None else
+                                                                         f" (first read {t.request_threshold:.3f})"),
+                                           str(t.tau), _pct(t.target),
                                            _pct(t.benign_flagged), _pct(t.harmful_missed),
                                            f"{t.n_benign} / {t.n_harmful}"] for t in m.tradeoff]))]
         if with_plots:

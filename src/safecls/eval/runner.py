@@ -393,7 +393,7 @@ def tradeoff_of(name: str, model: Any) -> dict[str, Any] | None:
     if not cal.get("curve"):
         return None
     keys = ("threshold", "tau", "target", "benign_flagged", "harmful_missed", "n_benign", "n_harmful", "curve")
-    return {"model": name, **{k: cal[k] for k in keys}}
+    return {"model": name, **{k: cal[k] for k in keys}, "request_threshold": cal.get("request_threshold")}
 
 
 def _shard(items: list[BenchmarkItem], dist: _Processes) -> list[BenchmarkItem]:

@@ -9,7 +9,11 @@ untuned, 1% tuned). On a labelled dev split, disjoint from every evaluation set:
    a bisection (`candidates` trials, the highest threshold first) has the engine answer the benign dev requests it
    would not flag at the start (the configured schedule, the largest tau) and count the replies it intervenes in;
    the lowest threshold whose total stays within the target wins. Then the smallest tau that keeps it within.
-3. The choice (threshold, tau) and everything measured go to the checkpoint's calibration.json: every DecodeConfig
+   With `request_share`, the first read gets a threshold of its own: the lowest on the request curve that flags at
+   most that share of the target alone. The first read is one read per reply, mid-reply reads are many, so one
+   threshold for both is set by the mid-reply reads and lets through requests the head does tell apart. The
+   bisection then runs over the mid-reply threshold (at or above the request one) with the request one fixed.
+3. The choice (threshold, tau[, request_threshold]) and everything measured go to the checkpoint's calibration.json: every DecodeConfig
    that leaves threshold or tau unset takes them (generate, chat, serve, eval).
 4. Moderation reads each request once and nothing mid-reply, so its threshold is the lowest on the request curve
    that meets the target alone (`request_threshold`): far lower than the decode threshold, which mid-reply reads
@@ -40,6 +44,9 @@ class CalibrationConfig(StrictModel):
     grid: int = Field(199, gt=2, description="Thresholds on the curve: grid points in (0, 1).")
     decode: DecodeConfig = Field(default_factory=lambda: DecodeConfig(max_new_tokens=64),
                                  description="The decode settings calibrated for (schedule, r2, read_prompt, ...).")
+    request_share: float | None = Field(None, gt=0, lt=1, description="Give the first read its own threshold, "
+                                        "flagging at most this share of the target of benign dev requests; the "
+                                        "mid-reply threshold gets the rest. None: one threshold for every read.")
     batch_size: int = Field(16, gt=0)
 
 
@@ -52,6 +59,7 @@ class CurvePoint(BaseModel):
 class Trial(BaseModel):
     threshold: float
     tau: int
+    request_threshold: float | None = None
     flagged_at_start: int
     flagged_mid_reply: int
     benign: int
@@ -64,6 +72,7 @@ class Trial(BaseModel):
 class Calibration(BaseModel):
     threshold: float
     tau: int
+    request_threshold: float | None = None
     met_target: bool
     target: float
     benign_flagged: float
@@ -76,7 +85,10 @@ class Calibration(BaseModel):
 
     def for_checkpoint(self) -> dict[str, Any]:
         """calibration.json: the decode defaults and the moderation threshold it chose, then everything measured."""
-        return {"decode": {"threshold": self.threshold, "tau": self.tau},
+        decode = {"threshold": self.threshold, "tau": self.tau}
+        if self.request_threshold is not None:
+            decode["request_threshold"] = self.request_threshold
+        return {"decode": decode,
                 "moderation": {"threshold": request_threshold(self.curve, self.target)}, **self.model_dump()}
 
 
@@ -104,18 +116,24 @@ def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config:
     pb, ph = [p[i] for i in benign], [p[i] for i, y in enumerate(labels) if y == 1]
     curve = request_curve(pb, ph, cfg.grid)
     feasible = [c for c in curve if c.benign_flagged <= cfg.max_benign_flagged]
+    request = None
+    if cfg.request_share is not None:
+        request = request_threshold(curve, cfg.max_benign_flagged * cfg.request_share)
+        feasible = [c for c in curve if c.threshold >= request]
     trials: list[Trial] = []
     taus = sorted(set(cfg.taus))
 
     def trial(threshold: float, tau: int) -> Trial:
-        start = [i for i in benign if p[i] > threshold]
-        rest = [i for i in benign if p[i] <= threshold]
-        dc = cfg.decode.model_copy(update={"threshold": threshold, "tau": tau, "policy": "medium"})
+        first = threshold if request is None else request
+        start = [i for i in benign if p[i] > first]
+        rest = [i for i in benign if p[i] <= first]
+        dc = cfg.decode.model_copy(update={"threshold": threshold, "tau": tau, "policy": "medium",
+                                           "request_threshold": first})
         res = engine.generate([prompts[i] for i in rest], dc, batch_size=cfg.batch_size) if rest else []
-        t = Trial(threshold=threshold, tau=tau, flagged_at_start=len(start), benign=len(benign),
-                  flagged_mid_reply=sum(r.trace.steered_to_refusal for r in res))
-        logger.info("calibration: threshold %.3f tau %d: %d + %d of %d benign dev requests flagged", threshold, tau,
-                    t.flagged_at_start, t.flagged_mid_reply, t.benign)
+        t = Trial(threshold=threshold, tau=tau, request_threshold=request, flagged_at_start=len(start),
+                  benign=len(benign), flagged_mid_reply=sum(r.trace.steered_to_refusal for r in res))
+        logger.info("calibration: threshold %.3f (first read %.3f) tau %d: %d + %d of %d benign dev requests flagged",
+                    threshold, first, tau, t.flagged_at_start, t.flagged_mid_reply, t.benign)
         trials.append(t)
         return t
 
@@ -144,10 +162,10 @@ def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config:
             if t.rate <= cfg.max_benign_flagged:
                 chosen = t
                 break
-    point = next(c for c in curve if c.threshold == chosen.threshold) if any(
-        c.threshold == chosen.threshold for c in curve) else None
-    return Calibration(threshold=chosen.threshold, tau=chosen.tau, met_target=chosen.rate <= cfg.max_benign_flagged,
+    first = chosen.threshold if request is None else request
+    point = next((c for c in curve if c.threshold == first), None)
+    return Calibration(threshold=chosen.threshold, tau=chosen.tau, request_threshold=request, met_target=chosen.rate <= cfg.max_benign_flagged,
                        target=cfg.max_benign_flagged, benign_flagged=chosen.rate,
-                       harmful_missed=point.harmful_missed if point else sum(x <= chosen.threshold for x in ph) / max(1, len(ph)),
+                       harmful_missed=point.harmful_missed if point else sum(x <= first for x in ph) / max(1, len(ph)),
                        n_benign=len(pb), n_harmful=len(ph), curve=curve, trials=trials,
-                       calibrated_for=cfg.decode.model_dump(exclude={"threshold", "tau"}))
+                       calibrated_for=cfg.decode.model_dump(exclude={"threshold", "tau", "request_threshold"}))

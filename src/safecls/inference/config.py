@@ -50,6 +50,10 @@ class DecodeConfig(StrictModel):
                                                     "switch (medium). None: the checkpoint's calibrated value, else 3.")
     threshold: float | None = Field(None, gt=0, lt=1, description="P(malicious) above which a read says malicious. "
                                                                   "None: the checkpoint's calibrated value, else 0.5.")
+    request_threshold: float | None = Field(
+        None, gt=0, lt=1, description="The same for the request's read at the start (one per reply; reads of the "
+                                      "reply, a prefill's included, are many). None: the checkpoint's calibrated "
+                                      "request threshold where `threshold` is unset too, else `threshold`.")
     fused: bool = Field(True, description="Read [CLS] as an extra query row of the decode forward (False: a separate "
                                           "pass). The same for every row of a batch.")
     refusal_prefix: str = Field(REFUSAL_PREFIX, min_length=1)
@@ -70,7 +74,12 @@ class DecodeConfig(StrictModel):
 
     def resolved(self, calibrated: dict[str, float | int] | None = None) -> DecodeConfig:
         """Concrete threshold and tau: this config's own, else the checkpoint's calibrated ones, else the defaults."""
-        fill = {k: (calibrated or {}).get(k, UNCALIBRATED[k]) for k in UNCALIBRATED if getattr(self, k) is None}
+        calibrated = calibrated or {}
+        fill = {k: calibrated.get(k, UNCALIBRATED[k]) for k in UNCALIBRATED if getattr(self, k) is None}
+        if self.request_threshold is None:
+            # a calibrated request threshold belongs to the calibrated threshold: a threshold of one's own replaces both
+            own = self.threshold is not None or calibrated.get("request_threshold") is None
+            fill["request_threshold"] = fill.get("threshold", self.threshold) if own else calibrated["request_threshold"]
         return self.model_copy(update=fill) if fill else self
 
     @classmethod

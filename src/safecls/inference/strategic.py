@@ -62,7 +62,7 @@ def initial(cfg: DecodeConfig, p0: float | None) -> tuple[RowState, Action]:
     """State after the prompt's own [CLS] read (p0; None for a model without a head)."""
     if p0 is None or cfg.policy == "low":
         return RowState(rule="DONE"), Action.NONE
-    if p0 > cfg.threshold:
+    if p0 > (cfg.threshold if cfg.request_threshold is None else cfg.request_threshold):
         return RowState(rule=_after_acting(cfg)), _act(cfg)
     return RowState(rule="R2"), Action.NONE
 

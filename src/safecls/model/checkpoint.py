@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "safecls_config.json"
 HEAD_NAME = "head.safetensors"
+CALIBRATED_DECODE = ("threshold", "tau", "request_threshold")  # the DecodeConfig fields calibration.json sets
 CALIBRATION_NAME = "calibration.json"  # `safecls calibrate`: the decode threshold and tau chosen for this checkpoint
 KNOWN_KEYS = {"safecls_version", "base", "cls_token", "cls_token_id", "head", "stage", "format", "with_cls"}
 
@@ -160,11 +161,11 @@ def read_calibration(directory: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e}). Fix: run safecls calibrate again") from None
     decode = cal.get("decode", {})
-    unknown = set(decode) - {"threshold", "tau"}
+    unknown = set(decode) - set(CALIBRATED_DECODE)
     if unknown:
         logger.warning("%s: ignoring decode settings this safecls version does not calibrate: %s", path,
                        ", ".join(sorted(unknown)))
-    cal["decode"] = {k: v for k, v in decode.items() if k in ("threshold", "tau")}
+    cal["decode"] = {k: v for k, v in decode.items() if k in CALIBRATED_DECODE}
     return cal
 
 

@@ -70,14 +70,15 @@ class SafeClsModel(nn.Module):
         self.base_ref = base_ref
         # False: trained without [CLS] (the plain-SFT baseline): it decodes as the plain model it is, and has no head
         self.with_cls = with_cls
-        # calibration.json: {"decode": {"threshold", "tau"}, "moderation": {"threshold"}, then what calibration
+        # calibration.json: {"decode": {"threshold", "tau"[, "request_threshold"]}, "moderation": {"threshold"}, then what calibration
         # measured}; None: uncalibrated
         self.calibration: dict | None = None
         self.attention: Literal["dense", "flex"] = "dense"
 
     @property
     def calibrated(self) -> dict[str, float | int]:
-        """The decode defaults calibration chose (threshold, tau); {} when uncalibrated."""
+        """The decode defaults calibration chose (threshold, tau, and request_threshold where it chose one); {} when
+        uncalibrated."""
         return dict((self.calibration or {}).get("decode", {}))
 
     @property

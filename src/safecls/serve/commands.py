@@ -20,7 +20,7 @@ API_KEY_ENV = "SAFECLS_API_KEY"
 SETTINGS_FLAGS = ["host", "port", "max_batch", "batch_wait_ms", "batch_wait_max_ms", "max_queue", "max_tokens_cap",
                   "default_max_tokens", "max_n", "request_timeout_s", "allow_safety_overrides", "min_policy",
                   "moderation_threshold"]
-DECODE_FLAGS = ["policy", "schedule", "period", "threshold", "tau", "r2", "r3", "read_prompt", "fused"]
+DECODE_FLAGS = ["policy", "schedule", "period", "threshold", "request_threshold", "tau", "r2", "r3", "read_prompt", "fused"]
 
 
 def register(sub) -> None:
