@@ -90,8 +90,11 @@ def header(study: Path) -> str:
         "request (`--limit lima=1029 --harmful-per-benign all`). On the recipe's data: **plain-sft-balanced** (plain "
         "SFT: the ordinarily aligned baseline of the shipped model), **safecls-balanced-sft-lm** (pretrain + sft "
         "stages, decoding with policy low: the language model alone), **safecls-balanced** (the same with the head "
-        "re-fit on `[CLS]` at layers 10, 20 and the final one, calibrated: the shipped model). **base**: the "
-        "undefended embedded model.\n\n")
+        "re-fit on `[CLS]` at layers 10, 20 and the final one, calibrated: the shipped model), "
+        "**safecls-reworded** (its head re-fit again, also on each training request in the other grammatical form, "
+        "sft_train_reworded.jsonl, and calibrated the same way: a candidate), **safecls-reworded-split** (that head "
+        "calibrated with a threshold of its own for the request's read at the start, `request_share: 0.5`: a "
+        "candidate). **base**: the undefended embedded model.\n\n")
 
 
 def attacks(study: Path) -> str:
