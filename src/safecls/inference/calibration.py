@@ -13,8 +13,8 @@ untuned, 1% tuned). On a labelled dev split, disjoint from every evaluation set:
    most that share of the target alone. The first read is one read per reply, mid-reply reads are many, so one
    threshold for both is set by the mid-reply reads and lets through requests the head does tell apart. The
    bisection then runs over the mid-reply threshold (at or above the request one) with the request one fixed.
-3. The choice (threshold, tau[, request_threshold]) and everything measured go to the checkpoint's calibration.json: every DecodeConfig
-   that leaves threshold or tau unset takes them (generate, chat, serve, eval).
+3. The choice (threshold, tau[, request_threshold]) and everything measured go to the checkpoint's
+   calibration.json: every DecodeConfig that leaves threshold or tau unset takes them (generate, chat, serve, eval).
 4. Moderation reads each request once and nothing mid-reply, so its threshold is the lowest on the request curve
    that meets the target alone (`request_threshold`): far lower than the decode threshold, which mid-reply reads
    push up. `safecls serve` flags /v1/moderations inputs above it unless given its own.
@@ -164,8 +164,8 @@ def calibrate(model: Any, prompts: Sequence[Any], labels: Sequence[int], config:
                 break
     first = chosen.threshold if request is None else request
     point = next((c for c in curve if c.threshold == first), None)
-    return Calibration(threshold=chosen.threshold, tau=chosen.tau, request_threshold=request, met_target=chosen.rate <= cfg.max_benign_flagged,
-                       target=cfg.max_benign_flagged, benign_flagged=chosen.rate,
+    return Calibration(threshold=chosen.threshold, tau=chosen.tau, request_threshold=request,
+                       met_target=chosen.rate <= cfg.max_benign_flagged, target=cfg.max_benign_flagged, benign_flagged=chosen.rate,
                        harmful_missed=point.harmful_missed if point else sum(x <= first for x in ph) / max(1, len(ph)),
                        n_benign=len(pb), n_harmful=len(ph), curve=curve, trials=trials,
                        calibrated_for=cfg.decode.model_dump(exclude={"threshold", "tau", "request_threshold"}))

@@ -144,8 +144,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     atomic_write(Path(args.model) / CALIBRATION_NAME, json.dumps(saved, indent=2) + "\n")
     verdict = "meets" if cal.met_target else "MISSES"
     first = "" if cal.request_threshold is None else f" (first read {cal.request_threshold:.3f})"
-    print(f"threshold {cal.threshold:.3f}{first}, tau {cal.tau}: {100 * cal.benign_flagged:.1f}% of {cal.n_benign} benign dev "
-          f"requests flagged ({verdict} the {100 * cal.target:.1f}% target); {100 * cal.harmful_missed:.1f}% of "
+    print(f"threshold {cal.threshold:.3f}{first}, tau {cal.tau}: {100 * cal.benign_flagged:.1f}% of {cal.n_benign} "
+          f"benign dev requests flagged ({verdict} the {100 * cal.target:.1f}% target); {100 * cal.harmful_missed:.1f}% of "
           f"{cal.n_harmful} harmful dev requests not flagged at the start. Moderation (requests only): threshold "
           f"{saved['moderation']['threshold']:.3f}. Written to {args.model}/{CALIBRATION_NAME}")
     return 0

@@ -70,8 +70,8 @@ class SafeClsModel(nn.Module):
         self.base_ref = base_ref
         # False: trained without [CLS] (the plain-SFT baseline): it decodes as the plain model it is, and has no head
         self.with_cls = with_cls
-        # calibration.json: {"decode": {"threshold", "tau"[, "request_threshold"]}, "moderation": {"threshold"}, then what calibration
-        # measured}; None: uncalibrated
+        # calibration.json: {"decode": {"threshold", "tau"[, "request_threshold"]}, "moderation": {"threshold"}, then
+        # what calibration measured}; None: uncalibrated
         self.calibration: dict | None = None
         self.attention: Literal["dense", "flex"] = "dense"
 
