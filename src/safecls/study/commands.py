@@ -77,9 +77,10 @@ def _head(args: argparse.Namespace) -> int:
     out = {}
     for name, ref in _models(args.model):
         r = resolve_model(ref)
-        threshold = Engine(r.model).resolve([DecodeConfig()])[0].threshold
-        logger.info("head study: %s (threshold %.3f)", name, threshold)
-        out[name] = head_study(name, r.model, threshold, sets, pairs).model_dump()
+        decode = Engine(r.model).resolve([DecodeConfig()])[0]
+        logger.info("head study: %s (request threshold %.3f, mid-reply %.3f)", name, decode.request_threshold,
+                    decode.threshold)
+        out[name] = head_study(name, r.model, decode.threshold, sets, pairs, decode.request_threshold).model_dump()
     if args.probe:
         base = resolve_model("base")
         train = [e for e in examples if e["split"] == "train"]

@@ -57,7 +57,8 @@ class HeadStudy(BaseModel):
     """The head's scores on held-out sets (AUC, and what its threshold flags), and by kind on (prompt, response)."""
 
     model: str
-    threshold: float
+    threshold: float  # mid-reply: what the pairs are flagged at
+    request_threshold: float | None = None  # the request's read at the start: what the request sets are flagged at
     sets: list[SetScore]
     pairs: list[SetScore]  # by kind: P(malicious) of a read over (prompt, response), vs the benign answers
 
@@ -88,11 +89,14 @@ def pair_sets(pretrain_test: Sequence[dict]) -> dict[str, tuple[list, list]]:
 
 
 def head_study(name: str, model: Any, threshold: float, sets: dict[str, tuple[list, list]],
-               pairs: dict[str, tuple[list, list]]) -> HeadStudy:
+               pairs: dict[str, tuple[list, list]], request_threshold: float | None = None) -> HeadStudy:
+    """Requests are flagged at the threshold the engine judges a request's first read by (`request_threshold`, else
+    `threshold`), (prompt, reply) reads at the mid-reply `threshold`: the shares a user of the model meets."""
+    at_start = threshold if request_threshold is None else request_threshold
     scores = []
     for set_name, (pos, neg) in sets.items():
         p = model.classify(pos + neg)
-        scores.append(score_set(set_name, p[: len(pos)], p[len(pos):], threshold))
+        scores.append(score_set(set_name, p[: len(pos)], p[len(pos):], at_start))
     by_kind = []
     for kind, (pos, neg) in pairs.items():
         for read_prompt in (True, False):
@@ -100,7 +104,7 @@ def head_study(name: str, model: Any, threshold: float, sets: dict[str, tuple[li
             p = model.classify([a for a, _ in items], [b for _, b in items], read_prompt=read_prompt)
             label = f"{kind} vs benign answers ({'prompt + reply' if read_prompt else 'reply alone'})"
             by_kind.append(score_set(label, p[: len(pos)], p[len(pos):], threshold))
-    return HeadStudy(model=name, threshold=threshold, sets=scores, pairs=by_kind)
+    return HeadStudy(model=name, threshold=threshold, request_threshold=request_threshold, sets=scores, pairs=by_kind)
 
 
 def probe_study(base: Any, tokenizer: Any, train: tuple[list, list], sets: dict[str, tuple[list, list]]) -> HeadStudy:

@@ -90,11 +90,11 @@ def header(study: Path) -> str:
         "request (`--limit lima=1029 --harmful-per-benign all`). On the recipe's data: **plain-sft-balanced** (plain "
         "SFT: the ordinarily aligned baseline of the shipped model), **safecls-balanced-sft-lm** (pretrain + sft "
         "stages, decoding with policy low: the language model alone), **safecls-balanced** (the same with the head "
-        "re-fit on `[CLS]` at layers 10, 20 and the final one, calibrated: the shipped model), "
+        "re-fit on `[CLS]` at layers 10, 20 and the final one on the requests as written, one calibrated threshold), "
         "**safecls-reworded** (its head re-fit again, also on each training request in the other grammatical form, "
-        "sft_train_reworded.jsonl, and calibrated the same way: a candidate), **safecls-reworded-split** (that head "
-        "calibrated with a threshold of its own for the request's read at the start, `request_share: 0.5`: a "
-        "candidate). **base**: the undefended embedded model.\n\n")
+        "sft_train_reworded.jsonl, one calibrated threshold), **safecls-reworded-split** (that head calibrated with a "
+        "threshold of its own for the request's read at the start, `request_share: 0.5`: the shipped model). "
+        "**base**: the undefended embedded model.\n\n")
 
 
 def attacks(study: Path) -> str:
@@ -187,12 +187,13 @@ def head(study: Path) -> str:
         rows.append([m["model"]] + [f"{by[n]['auc']:.3f} (flags {_pct(by[n]['flagged_pos'], 0)} / "
                                     f"{_pct(by[n]['flagged_neg'], 0)})" if n in by else "—" for n in names])
     out = ("## The head\n\nAUC of the head's P(malicious) (in brackets: share of positives / negatives flagged at the "
-           "model's threshold) on held-out sets, beside the floor a logistic probe on the frozen base model's hidden "
+           "threshold the model judges a request's first read by) on held-out sets, beside the floor a logistic probe on the frozen base model's hidden "
            "states reaches (trained on the same training requests).\n\n" + table(["model", *names], rows))
     pair_rows = [[m["model"], p["name"], f"{p['auc']:.3f}", _pct(p["flagged_pos"]), _pct(p["flagged_neg"]),
                   f"{p['n_pos']} / {p['n_neg']}"] for m in h for p in m["pairs"]]
     if pair_rows:
-        out += ("\nReads of (prompt, response) pairs, as the engine reads during generation, by kind (held-out):\n\n"
+        out += ("\nReads of (prompt, response) pairs, as the engine reads during generation, by kind (held-out; "
+                "flagged at the mid-reply threshold):\n\n"
                 + table(["model", "kind", "AUC", "harmful flagged", "benign answers flagged", "n"], pair_rows))
     return out + "\n"
 
