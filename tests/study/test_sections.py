@@ -153,3 +153,38 @@ def test_each_search_attack_has_its_section_and_gcg_keeps_adaptive_gcg_apart(tmp
     for title, config in (("AutoDAN", "autodan.yaml"), ("PAP", "pap.yaml")):
         section = text.split(f"### {title} (AdvBench)")[1].split("\n## ")[0].split("\n### ")[0]
         assert f"Not measured yet: {title}. Command: `safecls eval --config configs/study/{config}`" in section
+
+
+def test_the_ablations_show_each_variants_attack_false_flags_and_cost_against_the_head_ignored(tmp_path):
+    cfg = EvalConfig.model_validate({
+        "name": "schedules", "models": [{"name": "low", "path": "default"}, {"name": "every", "path": "default"}],
+        "attacks": [{"name": "nested"}, {"name": "direct"}], "benchmarks": [{"name": "advbench"}],
+        "judges": [{"name": "keyword"}]})
+    records = []
+    for model, broken, wall in (("low", {0, 1}, 1.0), ("every", {0}, 3.0)):
+        for i in range(4):
+            r = Rec(model, f"{model} reply {i}", "comply" if i in broken else "refuse", attack="nested",
+                    item=f"advbench/{i}")
+            r.wall_s, r.evaluations = wall, 0 if model == "low" else 4  # 4 tokens a record, every one read once
+            records.append(r)
+        records.append(Rec(model, "Sorry, I cannot fulfill your request.", "refuse", label="safe"))
+    metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
+    run = tmp_path / "study" / "eval" / "schedules"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    section = text.split("## Ablations of the decoding")[1].split("\n## ")[0]
+    nested = section.split("Nested requests:")[1].split("Benign requests refused:")[0]
+    assert "| low | 50.0% [" in nested and "| every | 25.0% [" in nested
+    assert "| every | advbench | keyword | 100.0% [" in section  # its one benign request refused
+    cost = {line.split("|")[1].strip(): line for line in section.split("What reading costs")[1].splitlines()
+            if line.startswith("| ")}
+    # by hand: low 5 s over 20 tokens (4 harmful records and the benign one, 4 tokens each), every 15 s: 3x
+    assert "| 3.00x |" in cost["every"] and "| 1.00x |" in cost["low"]
+    assert "| 0.800 |" in cost["every"] and "| 0.000 |" in cost["low"]  # 16 reads over 20 generated tokens
+
+
+def test_without_the_ablation_run_the_section_names_its_command(tmp_path):
+    (tmp_path / "study" / "eval").mkdir(parents=True)
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    assert "Command: `safecls eval --config configs/study/schedules.yaml`" in text.split("## Ablations")[1]

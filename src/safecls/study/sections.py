@@ -176,6 +176,31 @@ def utility(study: Path) -> str:
             + "\n")
 
 
+def ablations(study: Path) -> str:
+    """The decoding ablations (configs/study/schedules.yaml): each variant's ASR on nested requests, its benign
+    requests refused, and what its reads cost against the same model with the head ignored (policy low)."""
+    m = _eval(study, "schedules")
+    intro = "## Ablations of the decoding\n\n"
+    if not m:
+        return intro + _missing("the schedule, read_prompt and tau ablations",
+                                "safecls eval --config configs/study/schedules.yaml") + "\n"
+    cost = (m.get("run") or {}).get("cost") or {}
+    base = cost.get("low")
+    per_token = {k: c["wall_s"] / c["generated_tokens"] for k, c in cost.items() if c.get("generated_tokens")}
+    rows = [[k, f"{c.get('evaluations_per_token', 0):.3f}", str(c.get("extra_tokens", 0)),
+             f"{1000 * per_token[k]:.1f}" if k in per_token else "—",
+             f"{per_token[k] / per_token['low']:.2f}x" if k in per_token and base and "low" in per_token else "—"]
+            for k, c in cost.items()]
+    return (intro + "The shipped model decoding with one setting changed per row; **low** ignores the head (the "
+            "language model alone, the cost baseline in the same run). Nested requests (AdvBench requests inside a "
+            "story, code or table task) carry the attack, held-out benign requests the false flags.\n"
+            + _settings(study, "schedules") + "\nNested requests:\n\n" + asr_table(m, "advbench", "nested")
+            + "\nBenign requests refused:\n\n" + over_refusal_table(m)
+            + "\nWhat reading costs (wall time is this machine's, noisy by about 30%; compare within the table):\n\n"
+            + table(["variant", "head reads per generated token", "extra tokens", "ms per generated token",
+                     "vs low"], rows) + "\n")
+
+
 def head(study: Path) -> str:
     h = _load(study / "head.json")
     if not h:
@@ -200,5 +225,5 @@ def head(study: Path) -> str:
 
 def render_all(study: Path) -> str:
     parts: list[Any] = [header(study), attacks(study), over_refusal(study), refusal_quality(study), utility(study),
-                        head(study)]
+                        ablations(study), head(study)]
     return "\n".join(parts)
