@@ -188,3 +188,21 @@ def test_without_the_ablation_run_the_section_names_its_command(tmp_path):
     (tmp_path / "study" / "eval").mkdir(parents=True)
     text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
     assert "Command: `safecls eval --config configs/study/schedules.yaml`" in text.split("## Ablations")[1]
+
+
+def test_a_model_measured_by_two_runs_shows_its_largest_sample(tmp_path):
+    def run(name: str, n: int, broken: int) -> None:
+        cfg = EvalConfig.model_validate({
+            "name": name, "models": [{"name": "plain-sft", "path": "base"}], "attacks": [{"name": "direct"}],
+            "benchmarks": [{"name": "advbench"}], "judges": [{"name": "keyword"}]})
+        records = [Rec("plain-sft", f"reply {i}", "comply" if i < broken else "refuse", item=f"advbench/{i}")
+                   for i in range(n)]
+        d = tmp_path / "study" / "eval" / name
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(summarize(records, cfg, schedules={}, probing=[], run_info={})))
+
+    run("direct-all", 8, 2)  # read before "direct-some": the larger sample must win on its size, not its order
+    run("direct-some", 4, 3)
+    section = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text().split("### Direct requests")[1]
+    rows = [line for line in section.split("\n### ")[0].splitlines() if line.startswith("| plain-sft |")]
+    assert len(rows) == 1 and "25.0% [" in rows[0] and "(n=8)" in rows[0]

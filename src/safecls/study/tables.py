@@ -49,11 +49,15 @@ def _models(rows: list[dict]) -> list[str]:
 
 
 def asr_table(metrics: dict, benchmark: str, attack: str, judges: tuple[str, ...] = HEADLINE_JUDGES) -> str:
-    """One row per model: each judge's raw ASR [Wilson] (n) and corrected ASR [interval]."""
+    """One row per model: each judge's raw ASR [Wilson] (n) and corrected ASR [interval]. Where several runs measured
+    a model on the benchmark (a seeded 100 and all 520, say), the row is its largest sample."""
     rows = [r for r in metrics.get("asr", []) if r["category"] == "all" and r["benchmark"] == benchmark
             and r["attack"] == attack]
     present = [j for j in judges if any(r["judge"] == j for r in rows)]
-    cells = {(r["model"], r["judge"]): r for r in rows}
+    cells: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        if r["n"] > cells.get((r["model"], r["judge"]), {"n": -1})["n"]:
+            cells[(r["model"], r["judge"])] = r
     headers = ["model"] + [h for j in present for h in (f"{j}: raw", f"{j}: corrected")]
     body = [[m] + [x for j in present for x in ((_rate(cells[(m, j)]), _corrected(cells[(m, j)]))
                                                    if (m, j) in cells else ("—", "—"))] for m in _models(rows)]
