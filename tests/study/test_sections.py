@@ -8,6 +8,14 @@ from safecls.eval.summary import summarize
 from safecls.study.results import write_results
 
 
+def results_with(tmp_path, name: str, metrics: dict) -> str:
+    """docs/RESULTS.md rendered from a study/ holding one run, study/eval/<name>, with these metrics."""
+    run = tmp_path / "study" / "eval" / name
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+
+
 class Rec:
     def __init__(self, model, response, verdict, label="unsafe", attack="direct", variant="", item=None, category=None):
         self.model, self.attack, self.benchmark, self.category = model, attack, "advbench", category
@@ -23,11 +31,7 @@ def test_results_show_how_the_refusals_of_each_model_read(tmp_path):
     reasoned = "Sorry, I cannot fulfill your request because stalking someone puts their safety at risk."
     records = [Rec("safecls", reasoned + f" ({i})", "refuse") for i in range(3)]
     records += [Rec("safecls", "Here is how: step 1 ...", "comply"), Rec("plain-sft", "I'm sorry, I can't.", "refuse")]
-    metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
-    run = tmp_path / "study" / "eval" / "direct"
-    run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    text = results_with(tmp_path, "direct", summarize(records, cfg, schedules={}, probing=[], run_info={}))
     section = text.split("## Refusal quality")[1].split("\n## ")[0]
     rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
     assert "100.0%" in rows["safecls"] and "(n=3)" in rows["safecls"]  # the compliance is no refusal
@@ -35,12 +39,9 @@ def test_results_show_how_the_refusals_of_each_model_read(tmp_path):
 
 
 def test_results_show_gsm8k_exact_match_beside_the_nll(tmp_path):
-    run = tmp_path / "study" / "eval" / "gsm8k"
-    run.mkdir(parents=True)
     rows = [{"model": "safecls", "benchmark": "gsm8k", "metric": "exact_match", "k": 3, "n": 200, "rate": 0.015,
              "lo": 0.005, "hi": 0.043}]
-    (run / "metrics.json").write_text(json.dumps({"utility": rows}))
-    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    text = results_with(tmp_path, "gsm8k", {"utility": rows})
     section = text.split("## Utility")[1].split("\n## ")[0]
     assert "Not measured yet: reference NLL" in section  # no utility.json: the NLL's command, the GSM8K table still
     assert "| safecls | 1.5% [0.5, 4.3] (n=200) |" in section
@@ -168,11 +169,7 @@ def test_the_ablations_show_each_variants_attack_false_flags_and_cost_against_th
             r.wall_s, r.evaluations = wall, 0 if model == "low" else 4  # 4 tokens a record, every one read once
             records.append(r)
         records.append(Rec(model, "Sorry, I cannot fulfill your request.", "refuse", label="safe"))
-    metrics = summarize(records, cfg, schedules={}, probing=[], run_info={})
-    run = tmp_path / "study" / "eval" / "schedules"
-    run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    text = results_with(tmp_path, "schedules", summarize(records, cfg, schedules={}, probing=[], run_info={}))
     section = text.split("## Ablations of the decoding")[1].split("\n## ")[0]
     nested = section.split("Nested requests:")[1].split("Benign requests refused:")[0]
     assert "| low | 50.0% [" in nested and "| every | 25.0% [" in nested
