@@ -196,7 +196,8 @@ def ablations(study: Path) -> str:
             "story, code or table task) carry the attack, held-out benign requests the false flags.\n"
             + _settings(study, "schedules") + "\nNested requests:\n\n" + asr_table(m, "advbench", "nested")
             + "\nBenign requests refused:\n\n" + over_refusal_table(m)
-            + "\nWhat reading costs (wall time is this machine's, noisy by about 30%; compare within the table):\n\n"
+            + "\nWhat reading costs (wall time is this machine's, noisy by about 30%; rows measured in one process compare, "
+            "rows a resumed run added in a later one do not):\n\n"
             + table(["variant", "head reads per generated token", "extra tokens", "ms per generated token",
                      "vs low"], rows) + "\n")
 
