@@ -176,6 +176,10 @@ def utility(study: Path) -> str:
             + "\n")
 
 
+# the variant of configs/study/schedules.yaml that ignores the head: what the others' cost is measured against
+ABLATION_BASELINE = "low"
+
+
 def ablations(study: Path) -> str:
     """The decoding ablations (configs/study/schedules.yaml): each variant's ASR on nested requests, its benign
     requests refused, and what its reads cost against the same model with the head ignored (policy low)."""
@@ -185,19 +189,19 @@ def ablations(study: Path) -> str:
         return intro + _missing("the schedule, read_prompt and tau ablations",
                                 "safecls eval --config configs/study/schedules.yaml") + "\n"
     cost = (m.get("run") or {}).get("cost") or {}
-    base = cost.get("low")
     per_token = {k: c["wall_s"] / c["generated_tokens"] for k, c in cost.items() if c.get("generated_tokens")}
+    low = per_token.get(ABLATION_BASELINE)
     rows = [[k, f"{c.get('evaluations_per_token', 0):.3f}", str(c.get("extra_tokens", 0)),
              f"{1000 * per_token[k]:.1f}" if k in per_token else "—",
-             f"{per_token[k] / per_token['low']:.2f}x" if k in per_token and base and "low" in per_token else "—"]
+             f"{per_token[k] / low:.2f}x" if k in per_token and low else "—"]
             for k, c in cost.items()]
     return (intro + "The shipped model decoding with one setting changed per row; **low** ignores the head (the "
             "language model alone, the cost baseline in the same run). Nested requests (AdvBench requests inside a "
             "story, code or table task) carry the attack, held-out benign requests the false flags.\n"
             + _settings(study, "schedules") + "\nNested requests:\n\n" + asr_table(m, "advbench", "nested")
             + "\nBenign requests refused:\n\n" + over_refusal_table(m)
-            + "\nWhat reading costs (wall time is this machine's, noisy by about 30%; rows measured in one process compare, "
-            "rows a resumed run added in a later one do not):\n\n"
+            + "\nWhat reading costs (wall time is this machine's, noisy by about 30%; rows measured in one process "
+            "compare, rows a resumed run added in a later one do not):\n\n"
             + table(["variant", "head reads per generated token", "extra tokens", "ms per generated token",
                      "vs low"], rows) + "\n")
 
@@ -213,8 +217,8 @@ def head(study: Path) -> str:
         rows.append([m["model"]] + [f"{by[n]['auc']:.3f} (flags {_pct(by[n]['flagged_pos'], 0)} / "
                                     f"{_pct(by[n]['flagged_neg'], 0)})" if n in by else "—" for n in names])
     out = ("## The head\n\nAUC of the head's P(malicious) (in brackets: share of positives / negatives flagged at the "
-           "threshold the model judges a request's first read by) on held-out sets, beside the floor a logistic probe on the frozen base model's hidden "
-           "states reaches (trained on the same training requests).\n\n" + table(["model", *names], rows))
+           "threshold the model judges a request's first read by) on held-out sets, beside the floor a logistic probe "
+           "on the frozen base model's hidden states reaches (trained on the same training requests).\n\n" + table(["model", *names], rows))
     pair_rows = [[m["model"], p["name"], f"{p['auc']:.3f}", _pct(p["flagged_pos"]), _pct(p["flagged_neg"]),
                   f"{p['n_pos']} / {p['n_neg']}"] for m in h for p in m["pairs"]]
     if pair_rows:
