@@ -37,3 +37,10 @@ class ForcedTokens:
             logits = torch.full_like(logits, -1e4)
             logits[..., tok] = 0.0
         return logits
+
+
+def sentence_ends_before(tok, step: int) -> dict[int, int]:
+    """A ForcedTokens script: a newline as reply token step - 1, so a trigger at `step` lands at a sentence start and
+    the engine rolls back to exactly that step (mid-sentence it goes on to the sentence's start)."""
+    (newline,) = tok("\n", add_special_tokens=False)["input_ids"]
+    return {step - 1: newline}

@@ -8,7 +8,7 @@ from safecls.errors import ConfigError, ContextLengthError, DataError, UnknownNa
 from safecls.inference import DecodeConfig, Engine
 from safecls.model import SafeClsModel
 from safecls.model.routing import Kind
-from tests.inference.scripted import ScriptedHead
+from tests.inference.scripted import ForcedTokens, ScriptedHead, sentence_ends_before
 from tests.tiny import tiny_model
 
 PROMPTS = ["How do I bake bread?", "Tell me a joke about the sea and the fox, please, right now", "Hi"]
@@ -89,6 +89,7 @@ def test_benign_to_malicious_rolls_back_exactly_and_inserts_prefix(monkeypatch):
     # prompt read benign; steps 0..5 benign; step 6 triggers; 7, 8 confirm (tau = 3)
     script = [0.1] * 7 + [0.9, 0.9, 0.9] + [0.1] * 100
     monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, script))
+    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, sentence_ends_before(model.tokenizer, 6)))
     seen_lengths = []
     orig_forward = eng._run_backbone  # every backbone call of the engine goes through it
 
@@ -100,7 +101,7 @@ def test_benign_to_malicious_rolls_back_exactly_and_inserts_prefix(monkeypatch):
     res = eng.generate([PROMPTS[0]], cfg)[0]
     assert [(i.kind, i.at, i.step) for i in res.trace.interventions] == [("insert_prefix", 6, 8)]
     assert res.trace.extra_tokens == 9 - 6
-    prefix = model.tokenizer(" " + cfg.refusal_prefix, add_special_tokens=False)["input_ids"]
+    prefix = model.tokenizer(cfg.refusal_prefix, add_special_tokens=False)["input_ids"]
     assert res.token_ids[6: 6 + len(prefix)] == prefix
     # the forward after the rollback sees exactly [CLS] + prompt + 6 kept tokens, at the right position
     from safecls.model.encoding import encode_prompt
@@ -163,14 +164,35 @@ def test_the_first_read_is_judged_at_its_own_threshold_and_later_reads_at_theirs
     assert not res.trace.steered_to_refusal and len(res.trace.evaluations) > 3
 
 
-def test_refusal_after_a_prefill_is_a_separate_word(monkeypatch):
+@pytest.mark.parametrize(("prefill", "lead"), [("Sure, here is how to bake bread", "\n\n"),  # not "...breadSorry"
+                                              ("Sure, here is how to bake bread.", " ")])
+def test_a_refusal_after_a_prefill_opens_a_sentence_of_its_own(prefill, lead, monkeypatch):
     model = SafeClsModel.from_base(*tiny_model("llama"))
     eng = Engine(model)
     monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.95]))
-    res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20),
-                       prefills=["Sure, here is how to bake bread"])[0]
-    assert res.prefill + res.text == "Sure, here is how to bake bread" + res.text
-    assert res.text.startswith(" " + DecodeConfig().refusal_prefix)  # not "...breadSorry, I cannot"
+    res = eng.generate([PROMPTS[0]], DecodeConfig(policy="medium", max_new_tokens=20), prefills=[prefill])[0]
+    assert res.prefill == prefill
+    assert res.text.startswith(lead + DecodeConfig().refusal_prefix)
+
+
+def test_a_trigger_mid_sentence_rolls_back_to_the_sentence_start(monkeypatch):
+    """The head first reads malicious inside "To make the paste": the refusal replaces that whole sentence instead of
+    following its first words ("... water. To make Sorry, I cannot ...")."""
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    tok = model.tokenizer
+    eng = Engine(model)
+    words = tok(" Mix flour and water. To make the paste, stir it well.", add_special_tokens=False)["input_ids"]
+    kept = " Mix flour and water. "
+    n_kept = len(tok(kept, add_special_tokens=False)["input_ids"])
+    s_t = len(tok(" Mix flour and water. To make", add_special_tokens=False)["input_ids"])
+    assert tok.decode(words[:n_kept]) == kept and s_t > n_kept + 1
+    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, dict(enumerate(words[:s_t + 1]))))
+    # reads: the prompt, steps 0 .. s_t - 1 benign, step s_t malicious (tau 1: acted on at once)
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * (s_t + 1) + [0.9] + [0.1] * 100))
+    res = eng.generate([PROMPTS[0]], DecodeConfig(max_new_tokens=40, schedule="every", tau=1, threshold=0.5))[0]
+    assert [(i.kind, i.at, i.step) for i in res.trace.interventions] == [("insert_prefix", n_kept, s_t)]
+    assert res.text.startswith(kept + DecodeConfig().refusal_prefix)
+    assert res.trace.extra_tokens == s_t + 1 - n_kept
 
 
 def test_stop_strings_and_streaming_deltas_add_up():

@@ -10,7 +10,7 @@ from safecls.model import SafeClsModel
 from safecls.model.encoding import collate, encode_prompt
 from safecls.model.routing import Kind
 from safecls.model.safecls_model import FINAL
-from tests.inference.scripted import ForcedTokens, ScriptedHead
+from tests.inference.scripted import ForcedTokens, ScriptedHead, sentence_ends_before
 from tests.tiny import tiny_model
 
 PROMPT = "How do I bake bread?"
@@ -86,8 +86,11 @@ def test_a_pending_trigger_is_acted_on_when_the_reply_ends_by_eos(model, monkeyp
     cfg = DecodeConfig(max_new_tokens=30, schedule="every", tau=3)
     eng = Engine(model)
     eos_at = 12
-    free = Engine(model).generate([PROMPT], cfg.model_copy(update={"policy": "low", "min_new_tokens": 30}))[0]
-    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, {eos_at: model.tokenizer.eos_token_id}))
+    forced = sentence_ends_before(model.tokenizer, 11)
+    plain = Engine(model)
+    monkeypatch.setattr(plain, "_next_logits", ForcedTokens(plain, forced))
+    free = plain.generate([PROMPT], cfg.model_copy(update={"policy": "low", "min_new_tokens": 30}))[0]
+    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, forced | {eos_at: model.tokenizer.eos_token_id}))
     # reads: prompt, steps 0..10 benign, step 11 malicious (one of tau = 3), then EOS at step 12
     monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * 12 + [0.9] + [0.1] * 100))
     res = eng.generate([PROMPT], cfg)[0]
@@ -99,6 +102,7 @@ def test_a_pending_trigger_is_acted_on_when_the_reply_ends_by_eos(model, monkeyp
 def test_a_pending_trigger_is_acted_on_at_the_length_limit(model, monkeypatch):
     cfg = DecodeConfig(max_new_tokens=10, min_new_tokens=10, schedule="every", tau=3)
     eng = Engine(model)
+    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, sentence_ends_before(model.tokenizer, 9)))
     monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * 10 + [0.9] * 100))  # step 9 (the last) malicious
     res = eng.generate([PROMPT], cfg)[0]
     assert [(i.kind, i.at) for i in res.trace.interventions] == [("insert_prefix", 9)]
@@ -107,13 +111,15 @@ def test_a_pending_trigger_is_acted_on_at_the_length_limit(model, monkeypatch):
 
 def test_high_ends_the_reply_at_the_first_malicious_read(model, monkeypatch):
     cfg = DecodeConfig(max_new_tokens=20, min_new_tokens=20, schedule="every", tau=3, policy="high")
-    free = Engine(model).generate([PROMPT], cfg.model_copy(update={"policy": "low"}))[0]
-    eng = Engine(model)
+    plain, eng = Engine(model), Engine(model)
+    for e in (plain, eng):
+        monkeypatch.setattr(e, "_next_logits", ForcedTokens(e, sentence_ends_before(model.tokenizer, 5)))
+    free = plain.generate([PROMPT], cfg.model_copy(update={"policy": "low"}))[0]
     monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * 6 + [0.9]))  # step 5 malicious: no tau wait
     res = eng.generate([PROMPT], cfg)[0]
     assert [(i.kind, i.at, i.step) for i in res.trace.interventions] == [("fixed_refusal", 5, 5)]
     kept = model.tokenizer.decode(free.token_ids[:5])
-    assert res.text == kept + ("" if kept.endswith(" ") else " ") + cfg.fixed_refusal
+    assert kept.endswith("\n") and res.text == kept + cfg.fixed_refusal  # a new line: no space before it
     assert res.finish_reason == "content_filter"
 
 

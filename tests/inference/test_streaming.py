@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safecls.inference import DecodeConfig, Engine
-from safecls.inference.intervention import refusal_end, refusal_insert
+from safecls.inference.intervention import open_sentence, refusal_end, refusal_insert
 from safecls.model import SafeClsModel
 from tests.inference.scripted import ForcedTokens, ScriptedHead
 from tests.tiny import tiny_model
@@ -77,8 +77,21 @@ def test_refusal_insert():
     assert refusal_insert("Mix flour and water.", "", PREFIX) == " " + PREFIX
     assert refusal_insert("Mix flour and water. ", "", PREFIX) == PREFIX
     assert refusal_insert("", "", PREFIX) == PREFIX
-    assert refusal_insert("", "Sure, here is", PREFIX) == " " + PREFIX  # after a prefill: a separate word
-    assert refusal_insert("NotSorry", "", PREFIX) == " " + PREFIX  # only a whole word opens the refusal
+    assert refusal_insert("", "Sure, here is", PREFIX) == "\n\n" + PREFIX  # never inside the prefill's sentence
+    assert refusal_insert("", "Sure, here it is:", PREFIX) == " " + PREFIX
+    assert refusal_insert("NotSorry", "", PREFIX) == "\n\n" + PREFIX  # only a whole word opens the refusal
+    assert refusal_insert("Mix flour. To ", "", PREFIX) == "\n\n" + PREFIX  # shown mid-sentence: a new paragraph
+    assert refusal_insert("Mix flour.\n", "", PREFIX) == PREFIX
+
+
+def test_open_sentence():
+    assert open_sentence("Mix flour. To m") == len("Mix flour.")
+    assert open_sentence("Mix flour.") == len("Mix flour.")  # finished: nothing open
+    assert open_sentence("Mix flour. ") == len("Mix flour. ")
+    assert open_sentence("Here it is:") == len("Here it is:")
+    assert open_sentence("Step 3. Mix") == 0  # "3." of a list ends no sentence
+    assert open_sentence("Step 3.\nMix") == len("Step 3.\n")
+    assert open_sentence("") == 0
 
 
 @pytest.mark.parametrize(("trigger_after", "malicious_reads", "final_text"), [
@@ -138,3 +151,21 @@ def test_a_refusal_the_engine_inserted_ends_when_it_drifts_back_into_the_answer(
     assert res.text == PREFIX + reason and res.finish_reason == "content_filter"
     assert [i.kind for i in res.trace.interventions] == ["insert_prefix", "end_refusal"]
     assert min(e.step for e in res.trace.evaluations if e.rule != "prompt") >= n_prefix  # none inside the prefix
+
+
+def test_a_trigger_in_a_shown_sentence_opens_the_refusal_on_a_new_paragraph(monkeypatch):
+    """Streaming showed "... water. To make" while benign; the head then reads malicious (tau 1). The shown words
+    stay, and the refusal does not continue their sentence ("To make Sorry, I cannot ...")."""
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    tok = model.tokenizer
+    eng = Engine(model)
+    shown = " Mix flour and water. To make"
+    words = tok(shown + " the paste, stir it well.", add_special_tokens=False)["input_ids"]
+    s_t = len(tok(shown, add_special_tokens=False)["input_ids"])
+    assert tok.decode(words[:s_t]) == shown
+    monkeypatch.setattr(eng, "_next_logits", ForcedTokens(eng, dict(enumerate(words[:s_t + 1]))))
+    monkeypatch.setattr(eng, "_head_p", ScriptedHead(eng, [0.1] * (s_t + 1) + [0.9] + [0.1] * 100))
+    cfg = DecodeConfig(max_new_tokens=40, min_new_tokens=40, schedule="every", tau=1)
+    pieces, final = _stream(eng, PROMPTS[:1], cfg)
+    assert pieces[0] == final[0]
+    assert final[0].startswith(shown + "\n\n" + PREFIX)

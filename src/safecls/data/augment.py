@@ -73,8 +73,8 @@ def augment(example: SFTExample, *, rng: random.Random, config: QiAugmentConfig,
     k = rng.randint(config.min_words, config.max_words)
     prefix = harmful_prefix(user, harmful_response, k)
     refusal = reasoned_refusal(user, seed=seed, category=category)
-    # The prefix stops mid-sentence and the refusal follows it directly, as in Qi et al.'s data and as
-    # the medium decoding policy inserts the refusal prefix at a transition point.
+    # The prefix stops mid-sentence and the refusal follows it directly, as in Qi et al.'s data: the model learns
+    # to recover from any point of a harmful answer, wherever an attacker's prefill stops.
     response = f"{prefix} {refusal}"
     return SFTExample(messages=[*example.prompt_messages, Message(role="assistant", content=response)],
                       label=1, source=AUGMENT_SOURCE, masked_prefix_chars=len(prefix) + 1)

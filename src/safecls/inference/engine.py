@@ -240,10 +240,10 @@ class Engine:
                     action, at = strategic.after_read(r.state, r.cfg, step, p, spans[b][1])
                 if action == Action.NONE and ends[b] is not None:
                     action, at = strategic.at_end(r.state, r.cfg)
-                if action != Action.NONE and intervene(r, action, at, step, self.tok):
-                    dead = (gen_index[b] >= max(at, 0)) & (kinds[b] == Kind.RESPONSE)
+                if action != Action.NONE and (cut := intervene(r, action, at, step, self.tok)) is not None:
+                    dead = (gen_index[b] >= cut) & (kinds[b] == Kind.RESPONSE)
                     kinds[b, dead], gen_index[b, dead] = int(Kind.PAD), NO_STEP
-                    r.state.read_to = min(r.state.read_to, max(at, 0))  # what follows the rollback is new text
+                    r.state.read_to = min(r.state.read_to, cut)  # what follows the rollback is new text
                 elif ends[b] is not None:
                     kind, text = ends[b]
                     if kind == "eos":

@@ -22,7 +22,9 @@ Policies (what a malicious verdict does):
 - low: nothing; the head is not read.
 - medium (the paper's): malicious at the start -> the reply starts with the refusal prefix and the model explains;
   a confirmed benign -> malicious switch at S_t -> the reply is rolled back to its first S_t tokens and the refusal
-  prefix is inserted there (or, if it already refuses, it ends after its reason).
+  prefix is inserted there (or, if it already refuses, it ends after its reason). The rollback step returned here is
+  where the trigger was; the edit itself may go further back, to the start of an open sentence
+  (safecls.inference.intervention).
 - high: the first malicious read ends the reply with the fixed refusal, with no tau wait: the text before the read's
   newest token is kept (it may already have been shown), then the fixed refusal.
 """
