@@ -89,7 +89,7 @@ def test_transfer_appends_saved_suffixes(plain_target, shared_data):
 def test_gcg_attack_end_to_end_on_a_safecls_model(safecls_target):
     cfg = {"gcg": {"num_steps": 2, "search_width": 8, "topk": 8, "optim_str_init": "x x x", "seed": 0}, "decode": SHORT}
     [rec] = ATTACKS.get("gcg")().run(safecls_target, ITEMS[:1], cfg)
-    assert rec.adversarial_input[-1]["content"] == f"{ITEMS[0].prompt} {rec.extra['suffix']}"
+    assert rec.adversarial_input[-1]["content"] == ITEMS[0].prompt + rec.extra["suffix"]  # the suffix owns the space
     assert len(rec.extra["losses"]) == 2 and rec.trace is not None and rec.parameters["target"] == "Sure, here is"
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from safecls.attacks.base import ATTACKS, Attack, AttackItem, AttackRecord, make_record, record_key, user_turn
 from safecls.attacks.gcg_objective import Objective, PlainObjective, SafeClsObjective, Scores
-from safecls.attacks.optim_prompt import build, disallowed_mask, stable_rows
+from safecls.attacks.optim_prompt import build, disallowed_mask
 from safecls.attacks.progress import log_search_step
 from safecls.config import StrictModel
 from safecls.errors import ConfigError
@@ -45,7 +45,8 @@ class GCGConfig(StrictModel):
     buffer_size: int = Field(0, ge=0, description="Best suffixes kept; each step starts from the best (0 means 1).")
     use_prefix_cache: bool = Field(True, description="Plain models: cache the tokens before the suffix once.")
     allow_non_ascii: bool = Field(False, description="Allow tokens that do not decode to printable ASCII.")
-    filter_ids: bool = Field(True, description="Drop candidates whose ids change under decode + re-encode.")
+    filter_ids: bool = Field(True, description="Drop candidates whose ids change when the filled prompt is tokenized "
+                             "(the target would read other tokens than those optimised).")
     early_stop: bool = Field(False, description="Stop once greedy decoding emits the target (and, adaptive, the head says benign).")
     head_weight: float = Field(0.0, ge=0, description="> 0: adaptive GCG, adds head_weight * -log P(benign) of the [CLS] head.")
     seed: int | None = Field(None, description="Seeds sampling; also switches on deterministic algorithms during the run.")
@@ -53,7 +54,7 @@ class GCGConfig(StrictModel):
 
 @dataclass(slots=True)
 class GCGResult:
-    best_suffix: str
+    best_suffix: str  # the decoded optimised tokens, with the space before the placeholder that they own
     best_loss: float  # the objective (target CE, plus the head term when adaptive)
     losses: list[float]  # best candidate's objective at each step, for the report's curve
     suffixes: list[str]  # best candidate at each step
@@ -64,6 +65,7 @@ class GCGResult:
     initial_target_loss: float = float("nan")
     initial_p_benign: float | None = None
     stopped_early: bool = False
+    adversarial: list[dict[str, str]] | str | None = None  # the prompt with best_suffix filled in, for the target
 
 
 @contextlib.contextmanager
@@ -141,13 +143,13 @@ def run(model: Any, tokenizer: Any, messages: str | list[dict[str, str]], target
         ConfigError: `head_weight > 0` on a plain model, or the initial suffix holds disallowed tokens.
     """
     cfg = config or GCGConfig()
-    objective, tok, _ = make_objective(model, tokenizer, messages, target, cfg)
+    objective, tok, op = make_objective(model, tokenizer, messages, target, cfg)
     extra = (model.cls_token_id,) if isinstance(model, SafeClsModel) else ()
     bad = disallowed_mask(tok, objective.vocab_size, extra, ascii_only=not cfg.allow_non_ascii)
-    init = torch.tensor(tok(cfg.optim_str_init, add_special_tokens=False)["input_ids"], dtype=torch.long)
-    if not len(init) or bool(bad[init].any()):
-        raise ConfigError(f"optim_str_init: {cfg.optim_str_init!r} is empty or holds disallowed tokens. Fix: use plain "
-                          "ASCII text such as 'x x x x x'")
+    init = torch.tensor(op.ids_of(tok, cfg.optim_str_init), dtype=torch.long)
+    if not len(init) or bool(bad[init].any()) or not bool(op.in_context(tok, init[None])[0]):
+        raise ConfigError(f"optim_str_init: {cfg.optim_str_init!r} is empty, holds disallowed tokens or merges with the "
+                          "prompt around it. Fix: use plain ASCII words such as 'x x x x x'")
     dev = objective.device
     with _determinism(cfg.seed) as gen:
         s0 = objective.scores(init[None].to(dev), 1)
@@ -163,7 +165,7 @@ def run(model: Any, tokenizer: Any, messages: str | list[dict[str, str]], target
             cands = sample_candidates(ids, grad, bad, width=cfg.search_width, topk=cfg.topk, n_replace=cfg.n_replace,
                                       generator=gen)
             if cfg.filter_ids:
-                cands = cands[stable_rows(tok, cands)]
+                cands = cands[op.in_context(tok, cands)]
             cands = torch.unique(cands, dim=0)
             if not len(cands):
                 logger.warning("GCG step %d: every candidate changed under re-tokenization; keeping the suffix", step)
@@ -188,6 +190,7 @@ def run(model: Any, tokenizer: Any, messages: str | list[dict[str, str]], target
                 res.best_loss, res.best_suffix = loss, res.suffixes[-1]
                 res.best_target_loss, res.best_p_benign = float(s.target[i]), _p(s, i)
                 break
+    res.adversarial = op.fill(res.best_suffix)
     return res
 
 
@@ -231,7 +234,7 @@ class GCGAttack(Attack):
             messages = user_turn(config.template.replace("{prompt}", item.prompt), config.system_prompt)
             goal = item.target or config.default_target
             res = run(model, target.tokenizer, messages, goal, config.gcg)
-            adv = [{**m, "content": m["content"].replace("{optim_str}", res.best_suffix)} for m in messages]
+            adv = res.adversarial
             gen = target.generate([adv], config.decode)[0]
             yield make_record(self.name, item, "", adv, gen, seed=config.gcg.seed,
                               parameters={"gcg": config.gcg.model_dump(), "decode": config.decode.model_dump(),

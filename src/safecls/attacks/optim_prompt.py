@@ -1,9 +1,12 @@
 """Where the optimised string sits: `{optim_str}` in any message of any chat template, split into token pieces.
 
 The template is rendered once with the literal placeholder, then split into the text before and after it. Each
-piece is tokenized on its own, so the optimised tokens never merge with their neighbours. Every token also gets
-its routing kind (template, query, response), so a safecls model reads the adversarial prompt exactly as the
-engine would at inference.
+piece is tokenized on its own, and a candidate counts only where the whole filled prompt, tokenized as the engine
+tokenizes it, gives back exactly before + candidate + after: the search optimises the tokens the target will see.
+A space right before the placeholder ("... consent {optim_str}") belongs to the optimised piece (`lead`): BPE
+tokenizers merge it into the next word (" for"), so a prompt piece ending in a lone space is never what the engine
+reads. Every token also gets its routing kind (template, query, response), so a safecls model reads the
+adversarial prompt exactly as the engine would at inference.
 """
 
 from __future__ import annotations
@@ -30,12 +33,30 @@ class OptimPrompt:
     after_ids: list[int]
     after_kinds: list[int]
     target_ids: list[int]
+    before_text: str = ""  # the rendered prompt before the optimised piece (its `lead` excluded)
+    after_text: str = ""
+    lead: str = ""  # the whitespace before the placeholder, owned by the optimised piece
 
     def fill(self, optim_str: str) -> list[dict[str, str]] | str:
-        """The prompt with the placeholder replaced, as messages (or text) for the engine or an endpoint."""
+        """The prompt with the placeholder (and its `lead`) replaced by `optim_str`, the decoded optimised tokens, as
+        messages (or text) for the engine or an endpoint."""
+        slot = self.lead + OPTIM
         if self.messages is None:
-            return self.text.replace(OPTIM, optim_str)  # type: ignore[union-attr]
-        return [{**m, "content": m["content"].replace(OPTIM, optim_str)} for m in self.messages]
+            return self.text.replace(slot, optim_str)  # type: ignore[union-attr]
+        return [{**m, "content": m["content"].replace(slot, optim_str)} for m in self.messages]
+
+    def ids_of(self, tokenizer: Any, optim_str: str) -> list[int]:
+        """Token ids of an initial optimised string, with the `lead` it owns."""
+        return list(tokenizer(self.lead + optim_str, add_special_tokens=False)["input_ids"])
+
+    def in_context(self, tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
+        """(N, n) candidates -> (N,) bool: the filled prompt tokenizes back to before + candidate + after, as the
+        engine will tokenize it (a candidate that merges with its neighbours would be optimised but never seen)."""
+        rows = ids.tolist()
+        texts = [self.before_text + t + self.after_text for t in tokenizer.batch_decode(rows)]
+        again = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return torch.tensor([list(a) == self.before_ids + r + self.after_ids for a, r in zip(again, rows)],
+                            dtype=torch.bool)
 
 
 def _content_spans(text: str, messages: list[dict[str, str]]) -> list[tuple[int, int, str]]:
@@ -90,12 +111,15 @@ def build(tokenizer: Any, prompt: str | list[dict[str, str]], target: str) -> Op
         raise TemplateError(f"the chat template did not keep {OPTIM} exactly once in the rendered prompt. Fix: use a "
                             "template that renders message content verbatim")
     spans = _content_spans(text, msgs) if msgs is not None else [(0, len(text), "user")]
-    role = next(m["role"] for m in messages if OPTIM in m.get("content", ""))
-    before_ids, before_kinds = _tokenize(tokenizer, text[:idx], 0, spans)
-    after_ids, after_kinds = _tokenize(tokenizer, text[idx + len(OPTIM):], idx + len(OPTIM), spans)
-    target_ids = check_target(tokenizer, text[idx + len(OPTIM):], after_ids, target)
+    holder = next(m for m in messages if OPTIM in m.get("content", ""))
+    lead = " " if " " + OPTIM in holder["content"] else ""  # only a space the message itself holds can be replaced
+    before, after = text[:idx - len(lead)], text[idx + len(OPTIM):]
+    before_ids, before_kinds = _tokenize(tokenizer, before, 0, spans)
+    after_ids, after_kinds = _tokenize(tokenizer, after, idx + len(OPTIM), spans)
+    target_ids = check_target(tokenizer, after, after_ids, target)
     return OptimPrompt(msgs, None if msgs is not None else text, before_ids, before_kinds,
-                       int(Kind.QUERY if role in CONTENT_ROLES else Kind.TEMPLATE), after_ids, after_kinds, target_ids)
+                       int(Kind.QUERY if holder["role"] in CONTENT_ROLES else Kind.TEMPLATE), after_ids, after_kinds,
+                       target_ids, before, after, lead)
 
 
 def check_target(tokenizer: Any, after: str, after_ids: list[int], target: str) -> list[int]:
@@ -130,10 +154,3 @@ def disallowed_mask(tokenizer: Any, vocab_size: int, extra_ids: tuple[int, ...] 
         if 0 <= int(i) < vocab_size:
             bad[int(i)] = True
     return bad
-
-
-def stable_rows(tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
-    """(N, n) candidate suffixes -> (N,) bool: the ids survive decode + encode (what the target will really see)."""
-    texts = tokenizer.batch_decode(ids.tolist())
-    again = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return torch.tensor([list(a) == row for a, row in zip(again, ids.tolist())], dtype=torch.bool)
