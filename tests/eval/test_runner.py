@@ -161,6 +161,27 @@ def test_killed_run_with_a_torn_last_line_resumes(assets, full_run, tmp_path, mo
     assert _metrics(tmp_path / "full") == _metrics(full_run)
 
 
+@pytest.mark.parametrize(("flush_after_s", "kept"), [(0.0, 3), (3600.0, 0)])
+def test_a_killed_run_keeps_records_that_waited_past_the_flush_time(assets, tmp_path, monkeypatch, flush_after_s, kept):
+    """A slow attack's records do not wait for a full judging batch: killed after 3 records, a run whose records
+    have all waited past FLUSH_AFTER_S has written all 3; one that waits for the batch (16) has written none."""
+    from safecls.eval import runner
+
+    monkeypatch.setattr(runner, "FLUSH_AFTER_S", flush_after_s)
+    real, made = runner._eval_record, []
+
+    def dying(*args, **kwargs):
+        if len(made) == 3:
+            raise KeyboardInterrupt
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(runner, "_eval_record", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(make_cfg(assets, tmp_path, "slow", batch_size=16))
+    assert len(list(ResultLog(tmp_path / "slow" / "records.jsonl", EvalRecord))) == kept
+
+
 def test_judge_failure_is_recorded_not_counted_and_rejudged_on_rerun(assets, tmp_path, monkeypatch):
     class Flaky:
         name = "flaky"

@@ -41,6 +41,11 @@ from safecls.model.resolve import BASE, PLAIN, check_model_ref
 
 logger = logging.getLogger(__name__)
 
+# Records are judged and written in batches, but no record waits for its batch longer than this, and a record that
+# took this long to make is written at once: a search attack (GCG: minutes per record) would otherwise lose up to
+# batch_size - 1 records to a kill, while fast attacks still fill whole batches.
+FLUSH_AFTER_S = 60.0
+
 
 # ---------------------------------------------------------------- names -> implementations
 
@@ -254,11 +259,15 @@ class _Writer:
         self.log, self.judges, self.tok, self.batch_size = log, judges, tokenizer, batch_size
         self.max_records, self.written, self.bar = max_records, 0, bar
         self.buffer: list[EvalRecord] = []
-        self.started = time.monotonic()
+        self.started = self.oldest = self.last_add = time.monotonic()
 
     def add(self, rec: EvalRecord) -> None:
+        now = time.monotonic()
+        slow, self.last_add = now - self.last_add >= FLUSH_AFTER_S, now
+        if not self.buffer:
+            self.oldest = now
         self.buffer.append(rec)
-        if len(self.buffer) >= self.batch_size:
+        if slow or len(self.buffer) >= self.batch_size or now - self.oldest >= FLUSH_AFTER_S:
             self.flush()
 
     def flush(self) -> None:
