@@ -1,7 +1,7 @@
 import pytest
 
 from safecls.data.refusals import reasoned_refusal
-from safecls.data.text_quality import cut_at_sentence, cut_loop, first_repeat, gives_reason, loop_free
+from safecls.data.text_quality import cut_at_sentence, cut_loop, first_repeat, gives_reason, loop_free, open_sentence
 
 
 def test_a_looping_refusal_and_a_repeating_list_are_loops():
@@ -54,3 +54,13 @@ def test_every_training_refusal_gives_a_reason():
         for p in prompts:
             text = reasoned_refusal(p, seed=seed)
             assert gives_reason(text), text
+
+
+def test_open_sentence():
+    assert open_sentence("Mix flour. To m") == len("Mix flour.")
+    assert open_sentence("Mix flour.") == len("Mix flour.")  # finished: nothing open
+    assert open_sentence("Mix flour. ") == len("Mix flour. ")
+    assert open_sentence("Here it is:") == len("Here it is:")
+    assert open_sentence("Step 3. Mix") == 0  # "3." of a list ends no sentence
+    assert open_sentence("Step 3.\nMix") == len("Step 3.\n")
+    assert open_sentence("") == 0

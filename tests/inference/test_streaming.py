@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safecls.inference import DecodeConfig, Engine
-from safecls.inference.intervention import open_sentence, refusal_end, refusal_insert
+from safecls.inference.intervention import refusal_end, refusal_insert
 from safecls.model import SafeClsModel
 from tests.inference.scripted import ForcedTokens, ScriptedHead
 from tests.tiny import tiny_model
@@ -83,15 +83,6 @@ def test_refusal_insert():
     assert refusal_insert("Mix flour. To ", "", PREFIX) == "\n\n" + PREFIX  # shown mid-sentence: a new paragraph
     assert refusal_insert("Mix flour.\n", "", PREFIX) == PREFIX
 
-
-def test_open_sentence():
-    assert open_sentence("Mix flour. To m") == len("Mix flour.")
-    assert open_sentence("Mix flour.") == len("Mix flour.")  # finished: nothing open
-    assert open_sentence("Mix flour. ") == len("Mix flour. ")
-    assert open_sentence("Here it is:") == len("Here it is:")
-    assert open_sentence("Step 3. Mix") == 0  # "3." of a list ends no sentence
-    assert open_sentence("Step 3.\nMix") == len("Step 3.\n")
-    assert open_sentence("") == 0
 
 
 @pytest.mark.parametrize(("trigger_after", "malicious_reads", "final_text"), [

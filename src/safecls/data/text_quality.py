@@ -4,7 +4,8 @@ cleaning a model's own answers get before they become training targets.
 A small model's greedy text loops ("because I cannot fulfill your request because I cannot ...", a list whose items
 repeat) and stops mid-sentence at its token budget. `loop_free` is a repeated-n-gram check: no word n-gram (n = 6 by
 default) occurs twice. `cut_loop` keeps the text up to the sentence where the first repeat starts; `cut_at_sentence`
-drops a trailing unfinished sentence. `gives_reason` is the rest of the "reasoned refusal" check: a reason clause
+drops a trailing unfinished sentence, and `open_sentence` says where it starts (strategic decoding
+rolls a refusal back to it). `gives_reason` is the rest of the "reasoned refusal" check: a reason clause
 whose words say more than the refusal itself.
 """
 
@@ -50,6 +51,13 @@ def cut_at_sentence(text: str) -> str:
     text = text.rstrip()
     ends = [e for e in sentence_ends(text) if e <= len(text)]
     return text[: max(ends)].rstrip() if ends else ""
+
+
+def open_sentence(text: str) -> int:
+    """Where the unfinished sentence at the end of `text` starts (len(text) if its last sentence is finished)."""
+    # the space lets a final "is:" or "done." count as ended; "3." of a list still does not
+    start = max((e for e in sentence_ends(text + " ") if e <= len(text)), default=0)
+    return len(text) if not text[start:].strip() else start
 
 
 def cut_loop(text: str, n: int = LOOP_N) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safecls.data.text_quality import sentence_ends
+from safecls.data.text_quality import open_sentence, sentence_ends
 from safecls.inference.rows import Row
 from safecls.inference.strategic import Action
 from safecls.inference.trace import END_REFUSAL, Intervention
@@ -54,13 +54,6 @@ def refusal_insert(kept: str, prefill_end: str, prefix: str) -> str:
     if k := _opened(kept, prefix):
         return prefix[k:]
     return _lead(kept or prefill_end) + prefix
-
-
-def open_sentence(text: str) -> int:
-    """Where the unfinished sentence at the end of `text` starts (len(text) if its last sentence is finished)."""
-    # the space lets a final "is:" or "done." count as ended; "3." of a list still does not
-    start = max((e for e in sentence_ends(text + " ") if e <= len(text)), default=0)
-    return len(text) if not text[start:].strip() else start
 
 
 def _sentence_start(r: Row, tok: Any, keep: int, kept: str) -> tuple[int, str]:
