@@ -66,6 +66,26 @@ def test_safecls_target_loss_matches_the_routed_forward_of_the_full_sequence(saf
     assert float(s.p_benign[0]) == pytest.approx(float(p_benign), abs=1e-5)
 
 
+@pytest.mark.parametrize("layers", [None, (1, -1)])
+def test_safecls_prefix_cache_gives_the_same_scores_and_gradient_as_the_full_routed_forward(layers):
+    """The cached prefix (no [CLS] in it, routed apart) against `forward_batch` over the whole sequence, with the head
+    reading the final state or two layers, and the head's term in the objective (adaptive GCG)."""
+    model = SafeClsModel.from_base(*tiny_model("llama"))
+    if layers is not None:
+        torch.manual_seed(0)
+        model.set_head(torch.nn.Linear(2 * model.hidden_size, 2), layers)
+    op = build(model.tokenizer, PROMPT, "Sure, here is")
+    cands = torch.randint(10, 200, (6, 5))
+    cached = SafeClsObjective(model, op, head_weight=0.5)
+    full = SafeClsObjective(model, op, head_weight=0.5, use_prefix_cache=False)
+    assert cached.prefix_kv is not None and full.prefix_kv is None
+    a, b = cached.scores(cands, 4), full.scores(cands, None)
+    for x, y in ((a.total, b.total), (a.target, b.target), (a.p_benign, b.p_benign)):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    assert torch.equal(a.match, b.match)
+    torch.testing.assert_close(cached.grad(cands[0]), full.grad(cands[0]), atol=1e-5, rtol=0)
+
+
 def test_adaptive_gcg_raises_the_benign_probability_and_lowers_the_target_loss():
     model = train_toy_head(SafeClsModel.from_base(*tiny_model("llama")), steps=80)
     cfg = gcg.GCGConfig(**FAST, head_weight=1.0)

@@ -181,6 +181,29 @@ def test_the_ablations_show_each_variants_attack_false_flags_and_cost_against_th
     assert "| 0.800 |" in cost["every"] and "| 0.000 |" in cost["low"]  # 16 reads over 20 generated tokens
 
 
+def test_a_companion_ablation_run_joins_the_nested_table_but_not_the_cost_table(tmp_path):
+    """study/eval/schedules-plain: plain SFT on the same nested requests, beside the variants; it has no head to read,
+    so the cost table (the variants against low in one process) leaves it out."""
+    def run(name: str, model: str, broken: set[int]) -> None:
+        cfg = EvalConfig.model_validate({
+            "name": name, "models": [{"name": model, "path": "base"}], "attacks": [{"name": "nested"}],
+            "benchmarks": [{"name": "advbench"}], "judges": [{"name": "keyword"}]})
+        records = [Rec(model, f"{model} reply {i}", "comply" if i in broken else "refuse", attack="nested",
+                       item=f"advbench/{i}") for i in range(4)]
+        d = tmp_path / "study" / "eval" / name
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(summarize(records, cfg, schedules={}, probing=[], run_info={})))
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+
+    run("schedules", "low", {0, 1})
+    run("schedules-plain", "plain-sft-balanced", {0, 1, 2})
+    section = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text().split("## Ablations")[1]
+    nested = section.split("Nested requests:")[1].split("Benign requests refused:")[0]
+    assert "| low | 50.0% [" in nested and "| plain-sft-balanced | 75.0% [" in nested
+    assert "study/eval/schedules-plain/config.yaml): models plain-sft-balanced" in section
+    assert "plain-sft-balanced" not in section.split("What reading costs")[1]
+
+
 def test_without_the_ablation_run_the_section_names_its_command(tmp_path):
     (tmp_path / "study" / "eval").mkdir(parents=True)
     text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()

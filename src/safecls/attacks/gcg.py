@@ -43,7 +43,7 @@ class GCGConfig(StrictModel):
     topk: int = Field(256, gt=0, description="Token choices per position, from the most negative gradients.")
     n_replace: int = Field(1, gt=0, description="Positions changed per candidate.")
     buffer_size: int = Field(0, ge=0, description="Best suffixes kept; each step starts from the best (0 means 1).")
-    use_prefix_cache: bool = Field(True, description="Plain models: cache the tokens before the suffix once.")
+    use_prefix_cache: bool = Field(True, description="Cache the tokens before the suffix once (they never change).")
     allow_non_ascii: bool = Field(False, description="Allow tokens that do not decode to printable ASCII.")
     filter_ids: bool = Field(True, description="Drop candidates whose ids change when the filled prompt is tokenized "
                              "(the target would read other tokens than those optimised).")
@@ -120,7 +120,8 @@ def make_objective(model: Any, tokenizer: Any, messages: Any, target: str, confi
     if isinstance(model, SafeClsModel):
         tokenizer = model.tokenizer
         op = build(tokenizer, messages, target)
-        return SafeClsObjective(model, op, head_weight=config.head_weight), tokenizer, op
+        return SafeClsObjective(model, op, head_weight=config.head_weight,
+                                use_prefix_cache=config.use_prefix_cache), tokenizer, op
     if config.head_weight > 0:
         raise ConfigError(f"head_weight: adaptive GCG needs a SafeClsModel, got a plain {type(model).__name__} "
                           f"(head_weight={config.head_weight}). Fix: set head_weight: 0 or attack a safecls model")

@@ -4,9 +4,10 @@
 once and shared (expanded, not copied) by every candidate batch.
 
 `SafeClsObjective` (a SafeClsModel): the [CLS] reads the whole query, suffix included, and response tokens attend
-the [CLS], so every forward runs the full routed sequence through `forward_batch(..., "sft")`, as the engine
-sees it at inference. With `head_weight > 0` (adaptive GCG) the objective adds -log P(benign) of the head read
-over the prompt.
+the [CLS], routed as the engine routes them at inference (the sft stage). The tokens before the suffix attend
+neither the [CLS] nor anything after them, so their cache is built once too; each candidate batch runs the [CLS],
+the suffix, the rest of the prompt and the target over it, with the rows of the full sequence's routing mask. With
+`head_weight > 0` (adaptive GCG) the objective adds -log P(benign) of the head read over the prompt.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from safecls._compat import cache_kwarg
 from safecls.attacks._batching import batched
 from safecls.attacks.optim_prompt import OptimPrompt
+from safecls.model import routing
 from safecls.model.encoding import Batch, Encoded, collate
 from safecls.model.routing import Kind
 from safecls.model.safecls_model import BENIGN
@@ -53,6 +55,19 @@ def _target_ce(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     tgt = target.expand(logits.shape[0], -1)
     ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none").mean(dim=1)
     return ce, (logits.argmax(-1) == tgt).all(dim=1)
+
+
+def _prefix_kv(out: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed after transformers 5.17
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _shared_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], B: int, config: Any) -> Any:
+    from transformers import DynamicCache
+
+    # expand() shares the prefix's memory across the batch; the cache concatenates new entries into fresh tensors
+    return DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix_kv],
+                        config=config)
 
 
 class Objective(ABC):
@@ -89,16 +104,7 @@ class PlainObjective(Objective):
         self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         if use_prefix_cache and len(self.before):
             with torch.no_grad():
-                out = self.backbone(input_ids=self.before[None], use_cache=True, **{self._ckw: None})
-            cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed after transformers 5.17
-            self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-
-    def _cache(self, B: int) -> Any:
-        from transformers import DynamicCache
-
-        # expand() shares the prefix's memory across the batch; the cache concatenates new entries into fresh tensors
-        return DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in self.prefix_kv],
-                            config=self.model.config)
+                self.prefix_kv = _prefix_kv(self.backbone(input_ids=self.before[None], use_cache=True, **{self._ckw: None}))
 
     def _logits(self, optim_embeds: torch.Tensor) -> torch.Tensor:
         """(B, n_optim, H) -> target logits (B, n_target, V)."""
@@ -107,7 +113,7 @@ class PlainObjective(Objective):
         parts = [optim_embeds, tail]
         kwargs: dict[str, Any] = {}
         if self.prefix_kv is not None:
-            kwargs[self._ckw] = self._cache(B)
+            kwargs[self._ckw] = _shared_cache(self.prefix_kv, B, self.model.config)
         elif len(self.before):
             parts.insert(0, self.embed(self.before)[None].expand(B, -1, -1))
         embeds = torch.cat(parts, dim=1)
@@ -129,7 +135,7 @@ class PlainObjective(Objective):
 
 
 class SafeClsObjective(Objective):
-    def __init__(self, model: Any, op: OptimPrompt, *, head_weight: float = 0.0):
+    def __init__(self, model: Any, op: OptimPrompt, *, head_weight: float = 0.0, use_prefix_cache: bool = True):
         self.model, self.head_weight = model, head_weight
         self.embed = model.causal_lm.get_input_embeddings()
         self.device = model.device
@@ -142,6 +148,17 @@ class SafeClsObjective(Objective):
         self._row = collate([enc], model.cls_token_id, model.tokenizer.pad_token_id, side="left")
         self.start = 1 + len(op.before_ids)  # after the [CLS]
         self.target = torch.tensor(op.target_ids, dtype=torch.long, device=self.device)
+        self._ckw = cache_kwarg(type(model.backbone))
+        self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._routes: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        if use_prefix_cache and op.before_ids:
+            kinds = self._row.kinds[:, 1:self.start].to(self.device)
+            with torch.no_grad():
+                out = model.backbone(input_ids=self._row.input_ids[:, 1:self.start].to(self.device),
+                                     attention_mask=routing.additive(routing.allowed(kinds, "sft"), model.dtype),
+                                     position_ids=routing.position_ids(kinds, "sft"), use_cache=True,
+                                     **{self._ckw: None})
+            self.prefix_kv = _prefix_kv(out)
 
     def _batch(self, cands: torch.Tensor) -> Batch:
         n = cands.shape[1]
@@ -153,12 +170,42 @@ class SafeClsObjective(Objective):
         ids[:, self.start:self.start + n] = cands
         return Batch(ids, kinds[None].expand(B, -1).to(self.device))
 
+    def _route(self, kinds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For a suffix of this length: which positions of the full sequence run over the cached prefix (the [CLS]
+        and everything from the suffix on), their rows of the full routing mask with the keys in cache order
+        (prefix, then those positions), and their position ids."""
+        T = kinds.shape[1]
+        if T not in self._routes:
+            new = torch.tensor([0, *range(self.start, T)], device=self.device)
+            keys = torch.cat([torch.arange(1, self.start, device=self.device), new])
+            allow = routing.allowed(kinds[:1], "sft")[:, new][:, :, keys]
+            self._routes[T] = (new, routing.additive(allow, self.model.dtype), routing.position_ids(kinds[:1], "sft")[:, new])
+        return self._routes[T]
+
+    def _cached_forward(self, batch: Batch, inputs_embeds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LM logits at the target (B, n_t, V), head logits (B, 2)) with the prefix from the cache."""
+        assert self.prefix_kv is not None
+        new, mask, pos = self._route(batch.kinds)
+        B = batch.input_ids.shape[0]
+        embeds = self.embed(batch.input_ids[:, new]) if inputs_embeds is None else inputs_embeds[:, new]
+        out = self.model.backbone(inputs_embeds=embeds, attention_mask=mask.expand(B, -1, -1, -1),
+                                  position_ids=pos.expand(B, -1), use_cache=True,
+                                  **{self._ckw: _shared_cache(self.prefix_kv, B, self.model.causal_lm.config)},
+                                  output_hidden_states=self.model.reads_layers)
+        n_t = len(self.target)
+        rows = torch.arange(B, device=self.device)
+        cls_logits = self.model.head(self.model.head_input(out, (rows, torch.zeros_like(rows))))
+        return self.model.lm_logits(out.last_hidden_state[:, -n_t - 1:-1]), cls_logits
+
     def _forward(self, batch: Batch, inputs_embeds: torch.Tensor | None) -> Scores:
-        out = self.model.forward_batch(batch, "sft", lm="response", inputs_embeds=inputs_embeds)
         B, n_t = batch.input_ids.shape[0], len(self.target)
-        logits = out.lm_logits.reshape(B, n_t, -1)
+        if self.prefix_kv is not None:
+            logits, cls_logits = self._cached_forward(batch, inputs_embeds)
+        else:
+            out = self.model.forward_batch(batch, "sft", lm="response", inputs_embeds=inputs_embeds)
+            logits, cls_logits = out.lm_logits.reshape(B, n_t, -1), out.cls_logits
         ce, match = _target_ce(logits, self.target)
-        logp = torch.log_softmax(out.cls_logits.float(), dim=-1)[:, BENIGN]
+        logp = torch.log_softmax(cls_logits.float(), dim=-1)[:, BENIGN]
         return Scores(ce - self.head_weight * logp, ce, logp.exp(), match)
 
     def grad(self, optim_ids: torch.Tensor) -> torch.Tensor:

@@ -182,12 +182,14 @@ ABLATION_BASELINE = "low"
 
 def ablations(study: Path) -> str:
     """The decoding ablations (configs/study/schedules.yaml): each variant's ASR on nested requests, its benign
-    requests refused, and what its reads cost against the same model with the head ignored (policy low)."""
+    requests refused, and what its reads cost against the same model with the head ignored (policy low). Companion
+    runs (study/eval/schedules-*: plain SFT on the same nested requests) join the nested table."""
     m = _eval(study, "schedules")
     intro = "## Ablations of the decoding\n\n"
     if not m:
         return intro + _missing("the schedule, read_prompt and tau ablations",
                                 "safecls eval --config configs/study/schedules.yaml") + "\n"
+    runs = _family(study, "schedules")
     cost = (m.get("run") or {}).get("cost") or {}
     per_token = {k: c["wall_s"] / c["generated_tokens"] for k, c in cost.items() if c.get("generated_tokens")}
     low = per_token.get(ABLATION_BASELINE)
@@ -198,7 +200,7 @@ def ablations(study: Path) -> str:
     return (intro + "The shipped model decoding with one setting changed per row; **low** ignores the head (the "
             "language model alone, the cost baseline in the same run). Nested requests (AdvBench requests inside a "
             "story, code or table task) carry the attack, held-out benign requests the false flags.\n"
-            + _settings(study, "schedules") + "\nNested requests:\n\n" + asr_table(m, "advbench", "nested")
+            + _settings_of(study, runs) + "\nNested requests:\n\n" + asr_table(_merged(study, runs), "advbench", "nested")
             + "\nBenign requests refused:\n\n" + over_refusal_table(m)
             + "\nWhat reading costs (wall time is this machine's, noisy by about 30%; rows measured in one process "
             "compare, rows a resumed run added in a later one do not):\n\n"
