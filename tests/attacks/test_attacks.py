@@ -113,6 +113,29 @@ def test_pap_attack_end_to_end_with_a_local_attacker(plain_target, safecls_targe
         assert (r.response is None) == (r.error is not None)
 
 
+def test_pap_writes_each_paraphrase_once_and_every_target_answers_the_same_text(tmp_path):
+    """A helper attacker writes each (request, technique) once per run: the second target answers the very same
+    paraphrases without a new call; a target paraphrasing for itself writes its own."""
+    taxonomy = tmp_path / "taxonomy.jsonl"
+    taxonomy.write_text("".join(f'{{"ss_technique": "{n}", "ss_definition": "d", "ss_example": "e"}}\n' for n in ("A", "B")))
+    written = iter(range(100))
+    attacker = ScriptedTarget(answer=lambda p: f"<paraphrase>version {next(written)} of {p.split(': ')[1]}</paraphrase>")
+    cfg = {"taxonomy_file": str(taxonomy), "techniques": ["A", "B"], "paraphrase_template": "{technique}: {request}"}
+    attack = ATTACKS.get("pap")(attacker=attacker)
+    first, second = ScriptedTarget(answer=lambda p: "ok 1"), ScriptedTarget(answer=lambda p: "ok 2")
+    recs = [attack.run(t, ITEMS, cfg) for t in (first, second)]
+    assert len(attacker.calls) == 1 and len(attacker.calls[0][0]) == 4  # 2 items x 2 techniques, in one batch
+    asked = [[m[-1]["content"] for m in t.calls[0][0]] for t in (first, second)]
+    assert asked[0] == asked[1] and len(set(asked[0])) == 4 and asked[0][0] == f"version 0 of {ITEMS[0].prompt}"
+    assert [r.extra["paraphrase_output"] for r in recs[0]] == [r.extra["paraphrase_output"] for r in recs[1]]
+    assert [r.response for r in recs[1]] == ["ok 2"] * 4
+    own = ATTACKS.get("pap")()
+    selfish = [ScriptedTarget(answer=lambda p, k=k: f"<paraphrase>{k}</paraphrase>") for k in ("x", "y")]
+    for t in selfish:
+        own.run(t, ITEMS[:1], {**cfg, "techniques": ["A"]})
+    assert [t.calls[1][0][0][-1]["content"] for t in selfish] == ["x", "y"]
+
+
 def test_white_box_attacks_refuse_an_endpoint():
     endpoint = OpenAITarget("m", base_url="http://127.0.0.1:9/v1", api_key="x", client=object())
     with pytest.raises(ConfigError, match="black box"):

@@ -137,6 +137,9 @@ class PAPAttack(Attack):
 
     def __init__(self, attacker: Any | None = None):
         self.attacker = attacker
+        # A helper's paraphrases, kept for the next target of the same run: every model answers the very same text
+        # (sampling is seeded per sequence, but a batch's padding can still flip a draw), and it is written once.
+        self._written: dict[tuple[str, str, str], str] = {}
 
     def make_config(self, config: Any) -> Any:
         if config is None:
@@ -144,26 +147,38 @@ class PAPAttack(Attack):
                             fix="--set taxonomy_file=../shared/data/attacks/pap/persuasion_taxonomy.jsonl")
         return super().make_config(config)
 
+    def _paraphrases(self, attacker: Any, asks: list[tuple[AttackItem, Technique]], config: PAPConfig) -> list[str]:
+        """The attacker's raw output for each (item, technique), from the helper's cache where it has written it."""
+        setting = config.attacker_decode.model_dump_json() + config.paraphrase_template
+        keys = [(item.prompt, t.name, setting) for item, t in asks]
+        cache = self._written if attacker is self.attacker else {}  # a target paraphrasing itself writes its own
+        new = sorted({k for k in keys if k not in cache}, key=keys.index)
+        if new:
+            by_key = {(item.prompt, t.name, setting): (item, t) for item, t in asks}
+            texts = [config.paraphrase_template.format(technique=t.name, definition=t.definition, example=t.example,
+                                                       request=item.prompt) for item, t in (by_key[k] for k in new)]
+            cache.update(zip(new, (g.text for g in attacker.generate(texts, config.attacker_decode)), strict=True))
+        return [cache[k] for k in keys]
+
     def attack(self, target: Any, items: list[AttackItem], config: PAPConfig, done: set[str]) -> Iterator[AttackRecord]:
         attacker = self.attacker or target
         if self.attacker is None:
             logger.info("pap: no attacker given; %s paraphrases its own requests", target.describe())
         techniques = config.selected()
-        for item in items:
-            todo = [t for t in techniques if record_key(self.name, item.id, _slug(t.name)) not in done]
-            if not todo:
-                continue
-            asks = [config.paraphrase_template.format(technique=t.name, definition=t.definition, example=t.example,
-                                                      request=item.prompt) for t in todo]
-            raw = attacker.generate(asks, config.attacker_decode)
-            parsed = [parse_paraphrase(g.text) for g in raw]
+        asks = [(item, t) for item in items for t in techniques if record_key(self.name, item.id, _slug(t.name)) not in done]
+        # a few items' techniques per call fill the attacker's batches; each chunk is written before the next
+        step = max(1, getattr(attacker, "batch_size", 16) // len(techniques)) * len(techniques)
+        for start in range(0, len(asks), step):
+            chunk = asks[start:start + step]
+            raw = self._paraphrases(attacker, chunk, config)
+            parsed = [parse_paraphrase(text) for text in raw]
             ok = [i for i, p in enumerate(parsed) if p is not None]
             gens = target.generate([user_turn(parsed[i], config.system_prompt) for i in ok], config.decode) if ok else []
             answer = dict(zip(ok, gens))
-            for i, t in enumerate(todo):
+            for i, (item, t) in enumerate(chunk):
                 params = {"technique": t.name, "attacker_decode": config.attacker_decode.model_dump(),
                           "decode": config.decode.model_dump()}
-                extra = {"paraphrase_output": raw[i].text, "technique": t.name}
+                extra = {"paraphrase_output": raw[i], "technique": t.name}
                 if parsed[i] is None:
                     yield make_record(self.name, item, _slug(t.name), item.prompt, None, parameters=params,
                                       seed=config.attacker_decode.seed, extra=extra,
