@@ -226,3 +226,22 @@ def test_a_model_measured_by_two_runs_shows_its_largest_sample(tmp_path):
     section = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text().split("### Direct requests")[1]
     rows = [line for line in section.split("\n### ")[0].splitlines() if line.startswith("| plain-sft |")]
     assert len(rows) == 1 and "25.0% [" in rows[0] and "(n=8)" in rows[0]
+
+
+def test_probing_shows_each_models_first_token_and_mean_entropy_and_sharpness(tmp_path):
+    curves = [{"model": "plain-sft-balanced", "setting": "prefill", "metric": "entropy", "values": [0.5, 1.0, 1.5]},
+              {"model": "plain-sft-balanced", "setting": "prefill", "metric": "sharpness", "values": [0.9, 0.6, 0.3]},
+              {"model": "safecls", "setting": "prefill", "metric": "entropy", "values": [2.0, 0.1]},
+              {"model": "safecls", "setting": "prefill", "metric": "sharpness", "values": [0.2, 0.9]}]
+    text = results_with(tmp_path, "probing", {"probing": curves})
+    section = text.split("## Probing")[1].split("\n## ")[0]
+    # by hand: means 1.0 / 0.6 over three tokens, 1.05 / 0.55 over two; the first 3 tokens at most
+    assert "| plain-sft-balanced | prefill | 0.50 | 1.00 | 0.90 | 0.60 |" in section
+    assert "| safecls | prefill | 2.00 | 1.05 | 0.20 | 0.55 |" in section
+    assert "first 3 tokens" in section
+
+
+def test_without_a_probing_run_the_section_names_its_command(tmp_path):
+    (tmp_path / "study" / "eval").mkdir(parents=True)
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    assert "Command: `safecls eval --config configs/study/probing.yaml`" in text.split("## Probing")[1]

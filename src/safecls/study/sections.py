@@ -208,6 +208,34 @@ def ablations(study: Path) -> str:
                      "vs low"], rows) + "\n")
 
 
+def probing(study: Path) -> str:
+    """How sure each model is of its next token over the first reply tokens (configs/study/probing.yaml)."""
+    m = _eval(study, "probing")
+    intro = "## Probing\n\n"
+    curves = (m or {}).get("probing") or []
+    if not curves:
+        return intro + _missing("probing curves", "safecls eval --config configs/study/probing.yaml") + "\n"
+    by = {(c["model"], c["setting"], c["metric"]): c["values"] for c in curves}
+    keys = list(dict.fromkeys((c["model"], c["setting"]) for c in curves))
+
+    def cells(values: list[float] | None) -> list[str]:
+        if not values:
+            return ["—", "—"]
+        return [f"{values[0]:.2f}", f"{sum(values) / len(values):.2f}"]
+
+    rows = [[model, setting, *cells(by.get((model, setting, "entropy"))), *cells(by.get((model, setting, "sharpness")))]
+            for model, setting in keys]
+    positions = max(len(v) for v in by.values())
+    return (intro + "The top-K next-token distribution (the K largest logits renormalised) at each of the first "
+            f"{positions} tokens of each model's own greedy reply, averaged over the requests whose reply reaches that "
+            "token: entropy in nats (0 = one candidate, log K = K equal ones) and sharpness, the top token's "
+            "probability. **direct**: the request as is; **prefill**: the reply starts with the item's harmful "
+            "target (\"Sure, here is ...\"); **nested**: the request inside a story task.\n"
+            + _settings(study, "probing") + "\n"
+            + table(["model", "setting", "entropy, first token", f"entropy, mean of {positions}",
+                     "sharpness, first token", f"sharpness, mean of {positions}"], rows) + "\n")
+
+
 def head(study: Path) -> str:
     h = _load(study / "head.json")
     if not h:
@@ -232,5 +260,5 @@ def head(study: Path) -> str:
 
 def render_all(study: Path) -> str:
     parts: list[Any] = [header(study), attacks(study), over_refusal(study), refusal_quality(study), utility(study),
-                        ablations(study), head(study)]
+                        ablations(study), probing(study), head(study)]
     return "\n".join(parts)
