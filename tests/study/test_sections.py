@@ -245,3 +245,17 @@ def test_without_a_probing_run_the_section_names_its_command(tmp_path):
     (tmp_path / "study" / "eval").mkdir(parents=True)
     text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
     assert "Command: `safecls eval --config configs/study/probing.yaml`" in text.split("## Probing")[1]
+
+
+def test_a_search_attacks_settings_name_its_helper_model(tmp_path):
+    cfg = EvalConfig.model_validate({
+        "name": "pap", "models": [{"name": "plain-sft", "path": "base"}],
+        "attacks": [{"name": "pap", "helper": "base", "params": {"taxonomy_file": "t.jsonl"}}],
+        "benchmarks": [{"name": "advbench", "limit": 2}], "judges": [{"name": "keyword"}]})
+    records = [Rec("plain-sft", f"reply {i}", "comply", attack="pap", item=f"advbench/{i}") for i in range(2)]
+    d = tmp_path / "study" / "eval" / "pap"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(summarize(records, cfg, schedules={}, probing=[], run_info={})))
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    section = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text().split("### PAP (AdvBench)")[1]
+    assert "pap (helper model: base), taxonomy_file t.jsonl" in section

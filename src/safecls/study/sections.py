@@ -55,7 +55,9 @@ def _settings(study: Path, name: str) -> str:
         return ""
     cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     benches = ", ".join(b["name"] + (f" ({b['limit']} items)" if b.get("limit") else "") for b in cfg.get("benchmarks", []))
-    attacks = "; ".join(a["name"] + "".join(f", {k} {v}" for k, v in (a.get("params") or {}).items())
+    # a helper (PAP's paraphraser, AutoDAN's mutator) decides what the attack is worth: name it
+    attacks = "; ".join(a["name"] + (f" (helper model: {a['helper']})" if a.get("helper") else "")
+                        + "".join(f", {k} {v}" for k, v in (a.get("params") or {}).items())
                         for a in cfg.get("attacks", []))
     models = ", ".join(m["name"] for m in cfg.get("models", []))
     return f"\nRun settings (study/eval/{name}/config.yaml): models {models}; {benches}; {attacks}.\n"
