@@ -152,9 +152,9 @@ class PAPAttack(Attack):
         setting = config.attacker_decode.model_dump_json() + config.paraphrase_template
         keys = [(item.prompt, t.name, setting) for item, t in asks]
         cache = self._written if attacker is self.attacker else {}  # a target paraphrasing itself writes its own
-        new = sorted({k for k in keys if k not in cache}, key=keys.index)
+        new = list(dict.fromkeys(k for k in keys if k not in cache))  # in order, each once
         if new:
-            by_key = {(item.prompt, t.name, setting): (item, t) for item, t in asks}
+            by_key = dict(zip(keys, asks))
             texts = [config.paraphrase_template.format(technique=t.name, definition=t.definition, example=t.example,
                                                        request=item.prompt) for item, t in (by_key[k] for k in new)]
             cache.update(zip(new, (g.text for g in attacker.generate(texts, config.attacker_decode)), strict=True))
