@@ -156,6 +156,27 @@ def test_each_search_attack_has_its_section_and_gcg_keeps_adaptive_gcg_apart(tmp
         assert f"Not measured yet: {title}. Command: `safecls eval --config configs/study/{config}`" in section
 
 
+def test_adaptive_gcg_shows_the_gcg_runs_rows_of_the_models_it_did_not_search(tmp_path):
+    # gcg: plain-sft broken on 3 of 4, safecls on 2 of 4; gcg-adaptive measures safecls alone, broken on 1 of 4
+    for run, broken in (("gcg", {"plain-sft": 3, "safecls": 2}), ("gcg-adaptive", {"safecls": 1})):
+        cfg = EvalConfig.model_validate({
+            "name": run, "models": [{"name": m, "path": "base"} for m in broken], "attacks": [{"name": "gcg"}],
+            "benchmarks": [{"name": "advbench"}], "judges": [{"name": "keyword"}]})
+        records = [Rec(m, f"reply {m} {i}", "comply" if i < k else "refuse", attack="gcg", item=f"advbench/{i}")
+                   for m, k in broken.items() for i in range(4)]
+        d = tmp_path / "study" / "eval" / run
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(summarize(records, cfg, schedules={}, probing=[], run_info={})))
+    text = write_results(tmp_path / "study", tmp_path / "RESULTS.md").read_text()
+    adaptive = text.split("### Adaptive GCG (AdvBench)")[1].split("\n### ")[0]
+    rows = {line.split("|")[1].strip(): line for line in adaptive.splitlines() if line.startswith("| ")}
+    assert set(rows) - {"model", "---"} == {"safecls", "plain-sft (gcg)"}
+    assert "| 25.0% [" in rows["safecls"] and "| 75.0% [" in rows["plain-sft (gcg)"]
+    assert "Rows marked (gcg) are the gcg run's" in adaptive
+    gcg = text.split("### GCG (AdvBench)")[1].split("\n### ")[0]
+    assert "(gcg)" not in gcg and "Rows marked" not in gcg
+
+
 def test_the_ablations_show_each_variants_attack_false_flags_and_cost_against_the_head_ignored(tmp_path):
     cfg = EvalConfig.model_validate({
         "name": "schedules", "models": [{"name": "low", "path": "default"}, {"name": "every", "path": "default"}],

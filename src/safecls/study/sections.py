@@ -63,10 +63,20 @@ def _settings(study: Path, name: str) -> str:
     return f"\nRun settings (study/eval/{name}/config.yaml): models {models}; {benches}; {attacks}.\n"
 
 
-# (title, run name, attack in its metrics, config): attacks that search per request; each counts only where its run
-# also breaks plain SFT, which every config below measures beside the defended model
-SEARCH_ATTACKS = (("GCG", "gcg", "gcg", "gcg.yaml"), ("Adaptive GCG", "gcg-adaptive", "gcg", "gcg_adaptive.yaml"),
-                  ("AutoDAN", "autodan", "autodan", "autodan.yaml"), ("PAP", "pap", "pap", "pap.yaml"))
+# (title, run name, attack in its metrics, config, reference run): attacks that search per request; each counts only
+# where the same search also breaks plain SFT. Plain SFT has no head for adaptive GCG's extra term to fool (the attack
+# refuses a head weight there), so its adaptive search is GCG's: that section borrows the gcg run's rows of the models
+# it did not measure itself.
+SEARCH_ATTACKS = (("GCG", "gcg", "gcg", "gcg.yaml", None),
+                  ("Adaptive GCG", "gcg-adaptive", "gcg", "gcg_adaptive.yaml", "gcg"),
+                  ("AutoDAN", "autodan", "autodan", "autodan.yaml", None), ("PAP", "pap", "pap", "pap.yaml", None))
+
+
+def _borrowed(own: dict, reference: dict, reference_name: str) -> tuple[dict, list[str]]:
+    """`own` with the reference run's ASR rows of every model `own` lacks, each renamed '<model> (<reference run>)'."""
+    mine = {r["model"] for r in own["asr"]}
+    rows = [{**r, "model": f"{r['model']} ({reference_name})"} for r in reference["asr"] if r["model"] not in mine]
+    return {**own, "asr": own["asr"] + rows}, sorted({r["model"] for r in rows})
 
 
 def header(study: Path) -> str:
@@ -132,15 +142,27 @@ def attacks(study: Path) -> str:
                 out.append(f"\n{b}, each setting alone:\n\n" + variant_table(decoding, b, "decoding"))
     else:
         out.append(_missing("the decoding attack", "safecls eval --config configs/study/decoding.yaml"))
-    for title, run, attack, config in SEARCH_ATTACKS:
+    for title, run, attack, config, reference in SEARCH_ATTACKS:
         out.append(f"\n### {title} (AdvBench)\n")
-        # gcg-adaptive-* is adaptive GCG's family, not a companion of gcg
-        others = [o for _, o, _, _ in SEARCH_ATTACKS if o != run and o.startswith(run)]
-        runs = [n for n in _family(study, run) if not any(n.startswith(o) for o in others)]
-        found = _merged(study, runs)
-        out.append(_settings_of(study, runs) + "\n" + asr_table(found, "advbench", attack) if found else
-                   _missing(title, f"safecls eval --config configs/study/{config}"))
+        found = _merged(study, _search_family(study, run))
+        if not found:
+            out.append(_missing(title, f"safecls eval --config configs/study/{config}"))
+            continue
+        out.append(_settings_of(study, _search_family(study, run)))
+        ref = _merged(study, _search_family(study, reference)) if reference else None
+        if ref:
+            found, borrowed = _borrowed(found, ref, reference)
+            if borrowed:
+                out.append(f"Rows marked ({reference}) are the {reference} run's, same requests and budget: a model "
+                           f"without a head has nothing for the added term to fool, so this search is that one.\n")
+        out.append(asr_table(found, "advbench", attack))
     return "\n".join(out) + "\n"
+
+
+def _search_family(study: Path, run: str) -> list[str]:
+    # gcg-adaptive-* is adaptive GCG's family, not a companion of gcg
+    others = [o for _, o, _, _, _ in SEARCH_ATTACKS if o != run and o.startswith(run)]
+    return [n for n in _family(study, run) if not any(n.startswith(o) for o in others)]
 
 
 def over_refusal(study: Path) -> str:
