@@ -146,11 +146,12 @@ def attacks(study: Path) -> str:
         out.append(_missing("the decoding attack", "safecls eval --config configs/study/decoding.yaml"))
     for title, run, attack, config, reference in SEARCH_ATTACKS:
         out.append(f"\n### {title} (AdvBench)\n")
-        found = _merged(study, _search_family(study, run))
+        runs = _search_family(study, run)
+        found = _merged(study, runs)
         if not found:
             out.append(_missing(title, f"safecls eval --config configs/study/{config}"))
             continue
-        out.append(_settings_of(study, _search_family(study, run)))
+        out.append(_settings_of(study, runs))
         ref = _merged(study, _search_family(study, reference)) if reference else None
         if ref:
             found, borrowed = _borrowed(found, ref, reference)
