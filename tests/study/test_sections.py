@@ -47,6 +47,21 @@ def test_results_show_gsm8k_exact_match_beside_the_nll(tmp_path):
     assert "| safecls | 1.5% [0.5, 4.3] (n=200) |" in section
 
 
+def test_each_nll_is_compared_with_the_base_model_on_the_same_answers(tmp_path):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "utility.json").write_text(json.dumps({
+        "base": {"mean": 2.0, "tokens": 100, "answers": 10}, "old": {"mean": 2.2, "tokens": 100, "answers": 10}}))
+    (study / "utility-recipe.json").write_text(json.dumps({
+        "base": {"mean": 2.5, "tokens": 300, "answers": 30}, "new": {"mean": 3.0, "tokens": 300, "answers": 30},
+        "other-answers": {"mean": 2.0, "tokens": 120, "answers": 12}}))
+    text = write_results(study, tmp_path / "RESULTS.md").read_text()
+    section = text.split("## Utility")[1].split("\n## ")[0]
+    assert "| old | 2.2000 | 10 | 100 | 1.100x |" in section  # 2.2 / 2.0, its own file's base
+    assert "| new | 3.0000 | 30 | 300 | 1.200x |" in section  # 3.0 / 2.5, not / 2.0
+    assert "| other-answers | 2.0000 | 12 | 120 | — |" in section  # other answers than the base's: no ratio
+
+
 def test_each_prefill_length_has_its_own_asr_beside_the_best_try(tmp_path):
     cfg = EvalConfig.model_validate({
         "name": "prefill", "models": [{"name": "plain-sft", "path": "base"}],

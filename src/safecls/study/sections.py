@@ -186,19 +186,29 @@ def refusal_quality(study: Path) -> str:
             "do not loop (no word 6-gram twice); safecls.data.text_quality.\n\n" + body + "\n")
 
 
+def _nll_table(path: Path) -> str:
+    """One utility file's models, each against the base model measured on the same answers (a ratio across two sets
+    of answers would compare the answers, not the models)."""
+    u = _load(path) or {}
+    base = u.get("base")
+    rows = [[m, f"{v['mean']:.4f}", str(v["answers"]), str(v["tokens"]),
+             f"{v['mean'] / base['mean']:.3f}x" if base and base["tokens"] == v["tokens"] else "—"]
+            for m, v in u.items()]
+    return f"\n{path.name}:\n\n" + table(["model", "NLL", "answers", "tokens", "vs base"], rows) if rows else ""
+
+
 def utility(study: Path) -> str:
-    u = _load(study / "utility.json") or {}
-    base = u.get("base", {}).get("mean")
-    rows = [[m, f"{v['mean']:.4f}", str(v["tokens"]), f"{v['mean'] / base:.3f}x" if base else "—"] for m, v in u.items()]
-    nll_part = (table(["model", "NLL", "tokens", "vs base"], rows) if rows
-                else _missing("reference NLL", "safecls study utility --model base=base ..."))
+    nll_part = "".join(_nll_table(p) for p in sorted(study.glob("utility*.json"))) or _missing(
+        "reference NLL", "safecls study utility --model base=base ...")
     gsm = _eval(study, "gsm8k")
     gsm_rows = [[r["model"], _rate(r)] for r in (gsm or {}).get("utility", []) if r["benchmark"] == "gsm8k"]
     gsm_part = (table(["model", "GSM8K exact match"], gsm_rows) if gsm_rows
                 else _missing("GSM8K", "safecls eval --config configs/study/gsm8k.yaml"))
     return ("## Utility\n\nMean NLL (nats per token) of the held-out benign requests' reference answers (written by the "
             "datasets' authors), teacher-forced through each model as it decodes; target for the shipped model: at "
-            "most 1.05x the base model's.\n\n" + nll_part
+            "most 1.05x the base model's. Each file is one set of answers (utility-recipe.json: the recipe's held-out file as "
+            "`safecls recipe data` writes it now), and a model is compared only with the base model on the same set."
+            "\n" + nll_part
             + "\nGSM8K (greedy; the last number against the reference):\n" + _settings(study, "gsm8k") + "\n" + gsm_part
             + "\n")
 
