@@ -72,11 +72,10 @@ SEARCH_ATTACKS = (("GCG", "gcg", "gcg", "gcg.yaml", None),
                   ("AutoDAN", "autodan", "autodan", "autodan.yaml", None), ("PAP", "pap", "pap", "pap.yaml", None))
 
 
-def _borrowed(own: dict, reference: dict, reference_name: str) -> tuple[dict, list[str]]:
-    """`own` with the reference run's ASR rows of every model `own` lacks, each renamed '<model> (<reference run>)'."""
+def _borrowed(own: dict, reference: dict, reference_name: str) -> list[dict]:
+    """The reference run's ASR rows of every model `own` lacks, each renamed '<model> (<reference run>)'."""
     mine = {r["model"] for r in own["asr"]}
-    rows = [{**r, "model": f"{r['model']} ({reference_name})"} for r in reference["asr"] if r["model"] not in mine]
-    return {**own, "asr": own["asr"] + rows}, sorted({r["model"] for r in rows})
+    return [{**r, "model": f"{r['model']} ({reference_name})"} for r in reference["asr"] if r["model"] not in mine]
 
 
 def header(study: Path) -> str:
@@ -153,11 +152,10 @@ def attacks(study: Path) -> str:
             continue
         out.append(_settings_of(study, runs))
         ref = _merged(study, _search_family(study, reference)) if reference else None
-        if ref:
-            found, borrowed = _borrowed(found, ref, reference)
-            if borrowed:
-                out.append(f"Rows marked ({reference}) are the {reference} run's, same requests and budget: a model "
-                           f"without a head has nothing for the added term to fool, so this search is that one.\n")
+        if ref and (borrowed := _borrowed(found, ref, reference)):
+            found = {**found, "asr": found["asr"] + borrowed}
+            out.append(f"Rows marked ({reference}) are the {reference} run's, same requests and budget: a model "
+                       f"without a head has nothing for the added term to fool, so this search is that one.\n")
         out.append(asr_table(found, "advbench", attack))
     return "\n".join(out) + "\n"
 
